@@ -1,0 +1,19 @@
+"""conveyor's in-process ``memory://`` backend: the embedded default and the test double."""
+
+from conveyor_memory.backend import (
+    CAPABILITIES,
+    MemoryBackend,
+    MemoryBroker,
+    MemorySettings,
+    open_backend,
+    reset,
+)
+
+__all__ = [
+    "CAPABILITIES",
+    "MemoryBackend",
+    "MemoryBroker",
+    "MemorySettings",
+    "open_backend",
+    "reset",
+]

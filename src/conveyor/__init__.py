@@ -1,0 +1,42 @@
+"""conveyor: consume and produce messages on durable streams, on any broker.
+
+```python
+import conveyor
+
+async with conveyor.connect("memory://") as backend:
+    await backend.publish("orders", {"type": "order.paid", "order_id": 7})
+    processor = conveyor.StreamProcessor(backend, "orders", "billing", "worker-1")
+    processor.set_callback(handle)
+    async with processor:
+        ...
+```
+"""
+
+from conveyor.errors import ConveyorError
+from conveyor.message import Message
+from conveyor.processor import StreamProcessor
+from conveyor.protocol import (
+    Capabilities,
+    ConsumerInfo,
+    GroupInfo,
+    StreamBackend,
+    StreamStorageProtocol,
+)
+from conveyor.registry import available_backends, connect
+from conveyor.stats import ProcessorStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Capabilities",
+    "ConsumerInfo",
+    "ConveyorError",
+    "GroupInfo",
+    "Message",
+    "ProcessorStats",
+    "StreamBackend",
+    "StreamProcessor",
+    "StreamStorageProtocol",
+    "available_backends",
+    "connect",
+]

@@ -1,0 +1,70 @@
+"""Handler adaptation: payload-style or Message-style callables, checked up front."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from conveyor.message import Message
+
+__all__ = ["Handler", "bind_handler", "wants_message"]
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+def _is_async_callable(func: object) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - async __call__ on an object
+    )
+
+
+def wants_message(func: Callable[..., Any]) -> bool:
+    """True when the handler's first parameter is annotated as `Message`."""
+    target = func.__call__ if not inspect.isfunction(func) and hasattr(func, "__call__") else func  # noqa: B004
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not params:
+        return False
+    annotation = params[0].annotation
+    if isinstance(annotation, str):
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception:  # noqa: BLE001 - unresolvable annotations just mean "payload style"
+            return annotation.rsplit(".", 1)[-1] == "Message"
+        annotation = hints.get(params[0].name, annotation)
+    return annotation is Message
+
+
+def bind_handler(func: object, *, message: bool | None = None) -> Callable[[Message], Awaitable[Any]]:
+    """Return a callable taking a `Message`, checked to be an async handler.
+
+    Args:
+        func: ``async def handler(payload: dict)`` or ``async def handler(msg: Message)``.
+        message: Force Message-style (True) or payload-style (False); None detects it
+            from the first parameter's annotation.
+
+    Raises:
+        TypeError: `func` is not an async callable.
+    """
+    if not callable(func) or not _is_async_callable(func):
+        raise TypeError(
+            f"handler {func!r} must be an async function (async def handler(payload): ...);"
+            f" got {type(func).__name__}"
+        )
+    handler = typing.cast(Callable[[Any], Awaitable[Any]], func)
+    if message is None:
+        message = wants_message(handler)
+    if message:
+        return handler
+
+    def payload_style(msg: Message) -> Awaitable[Any]:
+        return handler(msg.data)
+
+    return payload_style

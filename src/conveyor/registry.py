@@ -1,0 +1,133 @@
+"""Find backends by URL scheme through the ``conveyor.backends`` entry-point group.
+
+Entry points are read as names; only the backend asked for is imported. An entry point
+names an async factory ``open_backend(url, options) -> StreamBackend`` where `url` has no
+query string and `options` holds the query options merged with `connect()`'s keywords.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from conveyor.errors import BackendNotInstalledError, ConfigurationError, UnknownSchemeError
+from conveyor.options import redact_url, split_options
+from conveyor.protocol import StreamBackend
+
+__all__ = ["ENTRY_POINT_GROUP", "KNOWN_SCHEMES", "available_backends", "connect"]
+
+log = logging.getLogger("conveyor.registry")
+
+ENTRY_POINT_GROUP = "conveyor.backends"
+
+#: Schemes of the project's own backends and the distribution that provides each.
+KNOWN_SCHEMES: Mapping[str, str] = {
+    "memory": "conveyor-memory",
+    "redis": "conveyor-redis",
+    "rediss": "conveyor-redis",
+    "redis+cluster": "conveyor-redis",
+    "rediss+cluster": "conveyor-redis",
+    "nats": "conveyor-nats",
+    "tls": "conveyor-nats",
+    "kafka": "conveyor-kafka",
+}
+
+Factory = Callable[[str, dict[str, Any]], Awaitable[StreamBackend]]
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_backends() -> dict[str, str]:
+    """Installed schemes mapped to ``"distribution (module:factory)"``, importing nothing."""
+    out: dict[str, str] = {}
+    for name, ep in sorted(_entry_points().items()):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        out[name] = f"{dist} ({ep.value})"
+    return out
+
+
+def _scheme_of(url: str) -> str:
+    if "://" not in url:
+        raise ConfigurationError(
+            f"not a backend URL: {redact_url(url)!r} (expected scheme://..., e.g. memory://)"
+        )
+    return urlsplit(url).scheme.lower()
+
+
+def _load_factory(scheme: str) -> Factory:
+    eps = _entry_points()
+    ep = eps.get(scheme)
+    if ep is None:
+        installed = ", ".join(f"{s}://" for s in sorted(eps)) or "none"
+        if scheme in KNOWN_SCHEMES:
+            raise BackendNotInstalledError(
+                f"the {scheme}:// backend is not installed: pip install {KNOWN_SCHEMES[scheme]}"
+                f" (installed schemes: {installed})"
+            )
+        raise UnknownSchemeError(
+            f"no conveyor backend handles {scheme}:// URLs; installed schemes: {installed}"
+        )
+    factory: Factory = ep.load()
+    return factory
+
+
+async def _open(url: str, options: dict[str, Any]) -> StreamBackend:
+    scheme = _scheme_of(url)
+    factory = _load_factory(scheme)
+    base, query = split_options(url)
+    clash = sorted(set(query) & set(options))
+    if clash:
+        raise ConfigurationError(
+            f"option(s) {', '.join(clash)} given both in the URL and as keywords"
+        )
+    merged: dict[str, Any] = {**query, **options}
+    log.debug("opening %s backend for %s", scheme, redact_url(url))
+    return await factory(base, merged)
+
+
+class _Connection:
+    """Result of `connect()`: await it for a backend, or use it with ``async with``."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self._url = url
+        self._options = options
+        self._backend: StreamBackend | None = None
+
+    def __await__(self) -> Generator[Any, None, StreamBackend]:
+        return _open(self._url, self._options).__await__()
+
+    async def __aenter__(self) -> StreamBackend:
+        self._backend = await _open(self._url, self._options)
+        return self._backend
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._backend is not None:
+            await self._backend.aclose()
+
+    def __repr__(self) -> str:
+        return f"<conveyor.connect {redact_url(self._url)!r}>"
+
+
+def connect(url: str, **options: Any) -> _Connection:
+    """Open the backend for `url`.
+
+    ``backend = await connect(url)`` or ``async with connect(url) as backend:``.
+    Query-string options and keyword `options` become backend options.
+
+    Raises:
+        UnknownSchemeError: no installed backend handles the scheme.
+        BackendNotInstalledError: the scheme is known but its package is missing.
+        ConfigurationError: an unknown or invalid option.
+    """
+    return _Connection(url, options)
