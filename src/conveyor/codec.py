@@ -74,12 +74,14 @@ def validate_payload(data: object) -> dict[str, Any]:
 
 
 def encode_json(data: dict[str, Any]) -> str:
-    """Validate and encode a payload as compact JSON text."""
-    try:
-        return _dumps(data)
-    except (TypeError, ValueError):
-        validate_payload(data)  # raises with the key path
-        raise
+    """Validate and encode a payload as compact JSON text.
+
+    Raises:
+        UnserializablePayloadError: naming the key path of a value JSON would not
+            round-trip (tuples, sets, bytes, NaN, non-str keys...).
+    """
+    validate_payload(data)
+    return _dumps(data)
 
 
 def decode_json(text: str | bytes) -> dict[str, Any]:

@@ -194,7 +194,12 @@ class StreamProcessor:
     @property
     def idle(self) -> bool:
         """True when nothing is buffered, running or waiting to be acknowledged."""
-        return not self._inbox and self.stats.in_flight == 0 and not self._to_ack
+        return (
+            not self._inbox
+            and self.stats.in_flight == 0
+            and not self._to_ack
+            and self._acks_idle.is_set()
+        )
 
     @property
     def next_retry_at(self) -> float | None:

@@ -1,0 +1,96 @@
+"""Helpers for testing an application's handlers on ``memory://``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from conveyor.message import Message
+from conveyor.processor import StreamProcessor
+from conveyor.protocol import StreamBackend
+from conveyor.testing.clock import FakeClock
+
+__all__ = ["HandlerErrors", "dead_letters", "run_until_idle"]
+
+
+class HandlerErrors(AssertionError):
+    """Raised by `run_until_idle` when handlers raised; `.errors` holds them all."""
+
+    def __init__(self, errors: list[tuple[Message, BaseException]]) -> None:
+        lines = [f"{m.stream} {m.id} (delivery {m.delivery_count}): {e!r}" for m, e in errors]
+        super().__init__(f"{len(errors)} handler error(s):\n  " + "\n  ".join(lines))
+        self.errors = errors
+
+
+async def _settled(processor: StreamProcessor) -> bool:
+    if not processor.idle:
+        return False
+    info = await processor.backend.group_info(processor.stream_name, processor.consumer_group_name)
+    return info.lag in (0, None)
+
+
+async def run_until_idle(
+    processor: StreamProcessor,
+    *,
+    clock: FakeClock | None = None,
+    timeout: float = 10.0,
+    raise_errors: bool = True,
+) -> list[tuple[Message, BaseException]]:
+    """Run a started `processor` until nothing is left to do; return the handler errors.
+
+    "Nothing left" means: nothing buffered, running or unacknowledged, no unread entries
+    in the group, and no scheduled retry. With a `FakeClock` (the one the processor
+    uses), scheduled retries are reached by advancing the clock instead of sleeping.
+
+    Raises:
+        HandlerErrors: when `raise_errors` and any handler raised (also the failures that
+            were later retried successfully or dead-lettered).
+        TimeoutError: when the processor is still busy after `timeout` real seconds.
+    """
+    if not processor.is_running:
+        raise RuntimeError(f"{processor!r} is not running: start it first")
+    errors: list[tuple[Message, BaseException]] = []
+    previous = processor.on_error
+
+    def record(message: Message, exc: BaseException) -> None:
+        errors.append((message, exc))
+        if previous is not None:
+            previous(message, exc)
+
+    processor.on_error = record
+    deadline = time.monotonic() + timeout
+    try:
+        quiet = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{processor!r} still busy after {timeout}s")
+            if await _settled(processor):
+                due = processor.next_retry_at
+                if due is None:
+                    quiet += 1
+                    if quiet >= 3:  # stable across a few loop turns: really idle
+                        break
+                elif clock is not None:
+                    await clock.advance(max(0.0, due - clock.monotonic()))
+                    quiet = 0
+                    continue
+                else:
+                    quiet = 0
+            else:
+                quiet = 0
+            await asyncio.sleep(0.002)
+    finally:
+        processor.on_error = previous
+    if raise_errors and errors:
+        raise HandlerErrors(errors)
+    return errors
+
+
+async def dead_letters(
+    backend: StreamBackend, stream: str, *, dead_letter_stream: str | None = None,
+    count: int = 1000,
+) -> list[dict[str, Any]]:
+    """The dead-letter records of `stream` (``<stream>.dead`` unless given), oldest first."""
+    target = dead_letter_stream or f"{stream}.dead"
+    return [m.data for m in await backend.peek(target, count=count)]
