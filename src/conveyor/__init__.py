@@ -12,9 +12,11 @@ async with conveyor.connect("memory://") as backend:
 ```
 """
 
+from conveyor.app import App
 from conveyor.errors import ConveyorError
 from conveyor.message import Message
 from conveyor.processor import StreamProcessor
+from conveyor.producer import Producer
 from conveyor.protocol import (
     Capabilities,
     ConsumerInfo,
@@ -23,17 +25,21 @@ from conveyor.protocol import (
     StreamStorageProtocol,
 )
 from conveyor.registry import available_backends, connect
+from conveyor.router import Router
 from conveyor.stats import ProcessorStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "Capabilities",
     "ConsumerInfo",
     "ConveyorError",
     "GroupInfo",
     "Message",
     "ProcessorStats",
+    "Producer",
+    "Router",
     "StreamBackend",
     "StreamProcessor",
     "StreamStorageProtocol",

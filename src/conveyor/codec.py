@@ -66,9 +66,7 @@ def validate_payload(data: object) -> dict[str, Any]:
         UnserializablePayloadError: naming the key path of the first offending value.
     """
     if type(data) is not dict:
-        raise UnserializablePayloadError(
-            f"payload must be a dict, got {type(data).__name__}"
-        )
+        raise UnserializablePayloadError(f"payload must be a dict, got {type(data).__name__}")
     _check(data, "")
     return data
 
@@ -96,7 +94,7 @@ def decode_json(text: str | bytes) -> dict[str, Any]:
         raise DecodeError(f"payload is not valid JSON: {exc}") from None
     if type(value) is not dict:
         raise DecodeError(f"payload is a JSON {type(value).__name__}, expected an object")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def encode_fields(data: dict[str, Any]) -> dict[str, str]:

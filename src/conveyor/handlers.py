@@ -42,7 +42,9 @@ def wants_message(func: Callable[..., Any]) -> bool:
     return annotation is Message
 
 
-def bind_handler(func: object, *, message: bool | None = None) -> Callable[[Message], Awaitable[Any]]:
+def bind_handler(
+    func: object, *, message: bool | None = None
+) -> Callable[[Message], Awaitable[Any]]:
     """Return a callable taking a `Message`, checked to be an async handler.
 
     Args:

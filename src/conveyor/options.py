@@ -8,6 +8,7 @@ valid ones. Field types drive conversion: bool, int, float, str and their option
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -53,24 +54,24 @@ def option_names(settings_cls: type[Any], exclude: Iterable[str] = ()) -> list[s
 def _convert(scheme: str, name: str, raw: object, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        if raw is None or (isinstance(raw, str) and raw.lower() in {"", "none"}):
-            if type(None) in args:
-                return None
+    if origin in (typing.Union, getattr(types, "UnionType", None)) and args:
+        blank = raw is None or (isinstance(raw, str) and raw.lower() in {"", "none"})
+        if blank and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _convert(scheme, name, raw, inner[0])
     if origin is typing.Literal:
         if raw not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigurationError(f"{scheme}:// option {name}={raw!r}: expected one of {choices}")
+            raise ConfigurationError(
+                f"{scheme}:// option {name}={raw!r}: expected one of {choices}"
+            )
         return raw
     if not isinstance(raw, str):
         if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
             return float(raw)
         if hint in (bool, int, float, str) and not isinstance(raw, hint):
-            raise ConfigurationError(
-                f"{scheme}:// option {name}={raw!r}: expected {hint.__name__}"
-            )
+            raise ConfigurationError(f"{scheme}:// option {name}={raw!r}: expected {hint.__name__}")
         return raw
     try:
         if hint is bool:

@@ -13,7 +13,7 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -116,8 +116,11 @@ class StreamProcessor:
                 f"storage {storage!r} must implement StreamStorageProtocol"
                 " (create_group, read_events, ack_event) or come from conveyor.connect()"
             )
-        for name, value in (("stream_name", stream_name), ("consumer_group_name", consumer_group_name),
-                            ("consumer_name", consumer_name)):
+        for name, value in (
+            ("stream_name", stream_name),
+            ("consumer_group_name", consumer_group_name),
+            ("consumer_name", consumer_name),
+        ):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty str, got {value!r}")
         if batch_count < 1:
@@ -281,8 +284,12 @@ class StreamProcessor:
             if supervisor is not None and supervisor is not asyncio.current_task():
                 supervisor.cancel()
                 await asyncio.wait([supervisor])
-            log.info("stopped %s/%s as %s", self.stream_name, self.consumer_group_name,
-                     self.consumer_name)
+            log.info(
+                "stopped %s/%s as %s",
+                self.stream_name,
+                self.consumer_group_name,
+                self.consumer_name,
+            )
 
     @property
     def error(self) -> BaseException | None:
@@ -307,7 +314,7 @@ class StreamProcessor:
         self._inbox_ready.set()  # wake idle workers so they see the stop
         workers = list(self._workers)
         if workers:
-            done, pending = await asyncio.wait(workers, timeout=self.shutdown_timeout)
+            _, pending = await asyncio.wait(workers, timeout=self.shutdown_timeout)
             if pending:
                 log.warning(
                     "%d handler(s) still running after shutdown_timeout=%ss: cancelled,"
@@ -345,12 +352,15 @@ class StreamProcessor:
             if not self._to_ack:
                 break
         if self._to_ack:
-            log.warning("%d finished message(s) could not be acked before shutdown; they will"
-                        " be delivered again", len(self._to_ack))
+            log.warning(
+                "%d finished message(s) could not be acked before shutdown; they will"
+                " be delivered again",
+                len(self._to_ack),
+            )
 
-    def _spawn(self, coro: Awaitable[None], role: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(
-            coro,  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], role: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            coro,
             name=f"conveyor:{self.stream_name}:{self.consumer_name}:{role}",
         )
         self._tasks.add(task)
@@ -366,8 +376,7 @@ class StreamProcessor:
             crashed = next(iter(done))
             exc = None if crashed.cancelled() else crashed.exception()
             self._crash = exc or RuntimeError(f"{crashed.get_name()} exited unexpectedly")
-            log.critical("%s crashed; stopping %r", crashed.get_name(), self,
-                         exc_info=self._crash)
+            log.critical("%s crashed; stopping %r", crashed.get_name(), self, exc_info=self._crash)
             await self.stop()
 
     # -- broker calls with reconnect backoff ------------------------------------------
@@ -418,8 +427,9 @@ class StreamProcessor:
                 exc = again
         self.stats.reconnects += 1
         delay = backoff_delay(attempt, 0.1, _RECONNECT_CAP)
-        log.warning("broker call failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc,
-                    delay)
+        log.warning(
+            "broker call failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc, delay
+        )
         await asyncio.sleep(delay)
 
     # -- the loops ---------------------------------------------------------------------
@@ -533,8 +543,11 @@ class StreamProcessor:
                     self.stream_name, self.consumer_group_name, message, delay=delay
                 )
             except BackendError as nack_exc:
-                log.warning("nack of %s failed (%s); the broker redelivers it after its"
-                            " ack wait", message.id, nack_exc)
+                log.warning(
+                    "nack of %s failed (%s); the broker redelivers it after its ack wait",
+                    message.id,
+                    nack_exc,
+                )
             self._held.pop(message.id, None)
             return
         heapq.heappush(self._retries, (self.clock.monotonic() + delay, next(self._seq), message))
@@ -567,8 +580,7 @@ class StreamProcessor:
             except BrokerUnavailableError as exc:
                 attempt += 1
                 if attempt >= 5 or self._state != "running":
-                    log.error("could not dead-letter %s (%s); it stays pending", message.id,
-                              exc)
+                    log.error("could not dead-letter %s (%s); it stays pending", message.id, exc)
                     self._held.pop(message.id, None)
                     return
                 await self._recover(exc, attempt)
@@ -635,8 +647,9 @@ class StreamProcessor:
             for message in due:
                 if message.id not in fresh_ids:
                     self._held.pop(message.id, None)  # gone (acked elsewhere, trimmed)
-                    log.info("message %s is gone from %s; not retried", message.id,
-                             self.stream_name)
+                    log.info(
+                        "message %s is gone from %s; not retried", message.id, self.stream_name
+                    )
             for message in fresh:
                 self._held.pop(message.id, None)
             self._enqueue(fresh, front=True)
@@ -664,8 +677,9 @@ class StreamProcessor:
                     )
                     if claimed:
                         self.stats.claimed += len(claimed)
-                        log.info("claimed %d stale message(s) on %s", len(claimed),
-                                 self.stream_name)
+                        log.info(
+                            "claimed %d stale message(s) on %s", len(claimed), self.stream_name
+                        )
                         self._enqueue(claimed)
                 attempt = 0
             except BackendError as exc:

@@ -139,6 +139,8 @@ class StreamBackend(StreamStorageProtocol, Protocol):
     ) -> None:
         """Create the group (and stream) if missing; an existing group is success.
 
+        It also re-arms the own-pending re-read (see `read`) of every consumer of this
+        group on this backend object: the engine calls it whenever a processor starts.
         `claim_idle` and `max_deliveries` are hints for brokers that enforce them
         themselves (JetStream's ack_wait and max_deliver); others ignore them.
         """
@@ -171,9 +173,7 @@ class StreamBackend(StreamStorageProtocol, Protocol):
         (trimmed, deleted, already acked) are left out of the result.
         """
 
-    async def nack(
-        self, stream: str, group: str, message: Message, *, delay: float
-    ) -> None:
+    async def nack(self, stream: str, group: str, message: Message, *, delay: float) -> None:
         """Ask the broker to deliver `message` again no sooner than `delay` seconds.
 
         Used when ``capabilities.redelivery == "broker"``.

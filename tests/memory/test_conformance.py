@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 import conveyor
-from conveyor.testing.conformance import BackendConformance, OpenBackend
 from conveyor.protocol import StreamBackend
+from conveyor.testing.conformance import BackendConformance, OpenBackend
 
 
 class TestMemoryConformance(BackendConformance):

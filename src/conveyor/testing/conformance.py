@@ -36,6 +36,7 @@ from conveyor.errors import BackendClosedError, PayloadError
 from conveyor.message import Message
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
+from conveyor.testing.harness import wait_until
 
 __all__ = ["BackendConformance", "OpenBackend", "read_until"]
 
@@ -166,8 +167,9 @@ class BackendConformance:
         first = await read_until(backend, stream, group, "c", 1, timeout=self.timeout)
         batch = await backend.read(stream, group, "c", count=3, block=1.0)
         assert 1 <= len(batch) <= 3
-        rest = await read_until(backend, stream, group, "c", 10 - 1 - len(batch),
-                                timeout=self.timeout)
+        rest = await read_until(
+            backend, stream, group, "c", 10 - 1 - len(batch), timeout=self.timeout
+        )
         assert _in_order(backend, _ids(first + batch + rest), ids)
 
     async def test_blocking_read_wakes_on_publish(
@@ -211,8 +213,9 @@ class BackendConformance:
             await self._group(backend, stream, names["group"] + group)
         ids = await backend.publish_many(stream, [{"n": i} for i in range(5)])
         for group in ("g1", "g2"):
-            got = await read_until(backend, stream, names["group"] + group, "c", 5,
-                                   timeout=self.timeout)
+            got = await read_until(
+                backend, stream, names["group"] + group, "c", 5, timeout=self.timeout
+            )
             assert _in_order(backend, _ids(got), ids)
 
     async def test_streams_are_isolated(
@@ -238,7 +241,7 @@ class BackendConformance:
             {"nested": {"a": [1, 2.25, "x", None, True, {"deep": [[], {}]}]}, "list": []},
             {"big": "x" * 200_000, "ints": list(range(1000))},
             {"neg": -5, "zero": 0, "large": 2**53, "float": 1e-7, "false": False},
-            {"json:looking": "json:{\"not\": \"decoded\"}", "num_str": "42", "null_str": "null"},
+            {"json:looking": 'json:{"not": "decoded"}', "num_str": "42", "null_str": "null"},
             {},
         ],
         ids=["scalars", "unicode", "nested", "large", "numbers", "tricky-strings", "empty"],
@@ -338,8 +341,15 @@ class BackendConformance:
                 raise RuntimeError("transient")
             done.set()
 
-        processor = StreamProcessor(backend, stream, group, "c", retry_delay=0.05,
-                                    max_deliveries=5, claim_idle=max(self.claim_idle, 1.0))
+        processor = StreamProcessor(
+            backend,
+            stream,
+            group,
+            "c",
+            retry_delay=0.05,
+            max_deliveries=5,
+            claim_idle=max(self.claim_idle, 1.0),
+        )
         processor.set_callback(handler)
         await backend.publish(stream, {"n": 1})
         async with processor:
@@ -365,8 +375,9 @@ class BackendConformance:
         deadline = time.monotonic() + self.timeout + self.claim_idle
         while len(claimed) < 3 and time.monotonic() < deadline:
             if alive.capabilities.claim == "engine":
-                claimed += await alive.claim_stale(stream, group, "alive",
-                                                   min_idle=self.claim_idle, count=10)
+                claimed += await alive.claim_stale(
+                    stream, group, "alive", min_idle=self.claim_idle, count=10
+                )
                 await asyncio.sleep(0.1)
             else:
                 claimed += await alive.read(stream, group, "alive", count=10, block=0.3)
@@ -380,8 +391,12 @@ class BackendConformance:
         self, backend: StreamBackend, names: dict[str, str]
     ) -> None:
         if backend.capabilities.claim != "engine":
-            assert await backend.claim_stale(names["stream"], names["group"], "x",
-                                             min_idle=0.0, count=10) == []
+            assert (
+                await backend.claim_stale(
+                    names["stream"], names["group"], "x", min_idle=0.0, count=10
+                )
+                == []
+            )
             return
         stream, group = names["stream"], names["group"]
         await self._group(backend, stream, group)
@@ -409,12 +424,14 @@ class BackendConformance:
         while time.monotonic() < deadline:
             await live.heartbeat(stream, group, "live", got)
             if rival.capabilities.claim == "engine":
-                stolen += await rival.claim_stale(stream, group, "rival",
-                                                  min_idle=self.claim_idle, count=10)
+                stolen += await rival.claim_stale(
+                    stream, group, "rival", min_idle=self.claim_idle, count=10
+                )
                 await asyncio.sleep(self.claim_idle / 5)
             else:
-                stolen += await rival.read(stream, group, "rival", count=10,
-                                           block=self.claim_idle / 5)
+                stolen += await rival.read(
+                    stream, group, "rival", count=10, block=self.claim_idle / 5
+                )
         assert stolen == []
         await live.ack(stream, group, got)
 
@@ -427,8 +444,9 @@ class BackendConformance:
         await backend.publish(stream, {"poison": True})
         got = await read_until(backend, stream, group, "c", 1, timeout=self.timeout)
         record = {"original": got[0].data, "error": "boom", "original_id": got[0].id}
-        await backend.dead_letter(stream, group, got[0], dead_letter_stream=dead_stream,
-                                  record=record)
+        await backend.dead_letter(
+            stream, group, got[0], dead_letter_stream=dead_stream, record=record
+        )
         assert (await backend.group_info(stream, group)).pending == 0
         assert await backend.read(stream, group, "c", count=10, block=0.3) == []
         await self._group(backend, dead_stream, "inspect")
@@ -448,21 +466,27 @@ class BackendConformance:
                 raise ValueError("cannot handle this")
             good.set()
 
-        processor = StreamProcessor(backend, stream, group, "c", retry_delay=0.01,
-                                    max_deliveries=2, claim_idle=max(self.claim_idle, 1.0))
+        processor = StreamProcessor(
+            backend,
+            stream,
+            group,
+            "c",
+            retry_delay=0.01,
+            max_deliveries=2,
+            claim_idle=max(self.claim_idle, 1.0),
+        )
         processor.set_callback(handler)
         await backend.publish(stream, {"poison": True, "order_id": 9})
         await backend.publish(stream, {"poison": False})
         async with processor:
             await asyncio.wait_for(good.wait(), self.timeout)
-            deadline = time.monotonic() + self.timeout
-            while processor.stats.dead_lettered < 1 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: processor.stats.dead_lettered >= 1, timeout=self.timeout)
         assert len(attempts) == 2
         assert processor.stats.dead_lettered == 1
         await self._group(backend, processor.dead_letter_stream, "inspect")
-        dead = await read_until(backend, processor.dead_letter_stream, "inspect", "c", 2,
-                                timeout=2.0)
+        dead = await read_until(
+            backend, processor.dead_letter_stream, "inspect", "c", 2, timeout=2.0
+        )
         assert len(dead) == 1
         record = dead[0].data
         assert record["original"] == {"poison": True, "order_id": 9}
@@ -509,8 +533,9 @@ class BackendConformance:
             await asyncio.sleep(3600)
 
         await first.publish(stream, {"n": 1})
-        processor = StreamProcessor(first, stream, group, "c", shutdown_timeout=0.2,
-                                    claim_idle=max(self.claim_idle, 1.0))
+        processor = StreamProcessor(
+            first, stream, group, "c", shutdown_timeout=0.2, claim_idle=max(self.claim_idle, 1.0)
+        )
         processor.set_callback(stuck)
         await processor.start()
         await asyncio.wait_for(started.wait(), self.timeout)
@@ -528,8 +553,9 @@ class BackendConformance:
         while not again and time.monotonic() < deadline:
             again = await second.read(stream, group, "c", count=10, block=0.3)
             if not again and second.capabilities.claim == "engine":
-                again = await second.claim_stale(stream, group, "c",
-                                                 min_idle=self.claim_idle, count=10)
+                again = await second.claim_stale(
+                    stream, group, "c", min_idle=self.claim_idle, count=10
+                )
         assert [m.data for m in again] == [{"n": 1}]
 
     async def test_close_while_a_read_is_blocked(
@@ -538,9 +564,7 @@ class BackendConformance:
         stream, group = names["stream"], names["group"]
         await self._group(backend, stream, group)
         await backend.read(stream, group, "c", count=1, block=0.2)
-        reading = asyncio.ensure_future(
-            backend.read(stream, group, "c", count=1, block=30.0)
-        )
+        reading = asyncio.ensure_future(backend.read(stream, group, "c", count=1, block=30.0))
         await asyncio.sleep(0.2)
         await asyncio.wait_for(backend.aclose(), 10.0)
         try:
@@ -578,8 +602,9 @@ class BackendConformance:
         while len({m.id for m in rest} - acked) < 5 and time.monotonic() < deadline:
             batch = await second.read(stream, group, "w", count=10, block=0.3)
             if not batch and second.capabilities.claim == "engine":
-                batch = await second.claim_stale(stream, group, "w",
-                                                 min_idle=self.claim_idle, count=10)
+                batch = await second.claim_stale(
+                    stream, group, "w", min_idle=self.claim_idle, count=10
+                )
             rest += batch
             await second.ack(stream, group, batch)
         assert sorted({m.id for m in rest} - acked) == sorted(set(ids) - acked)

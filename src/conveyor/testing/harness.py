@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from conveyor.message import Message
@@ -11,7 +12,7 @@ from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.testing.clock import FakeClock
 
-__all__ = ["HandlerErrors", "dead_letters", "run_until_idle"]
+__all__ = ["HandlerErrors", "dead_letters", "run_until_idle", "wait_until"]
 
 
 class HandlerErrors(AssertionError):
@@ -88,9 +89,27 @@ async def run_until_idle(
 
 
 async def dead_letters(
-    backend: StreamBackend, stream: str, *, dead_letter_stream: str | None = None,
+    backend: StreamBackend,
+    stream: str,
+    *,
+    dead_letter_stream: str | None = None,
     count: int = 1000,
 ) -> list[dict[str, Any]]:
     """The dead-letter records of `stream` (``<stream>.dead`` unless given), oldest first."""
     target = dead_letter_stream or f"{stream}.dead"
     return [m.data for m in await backend.peek(target, count=count)]
+
+
+async def wait_until(
+    predicate: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.005
+) -> None:
+    """Wait until `predicate()` is true, checking every `interval` real seconds.
+
+    Raises:
+        TimeoutError: still false after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition still false after {timeout}s")
+        await asyncio.sleep(interval)

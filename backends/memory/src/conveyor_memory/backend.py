@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from types import TracebackType
 from typing import Any
 
 from conveyor.clock import Clock, SystemClock
-from conveyor.codec import encode_json
-from conveyor.errors import BackendClosedError, GroupNotFoundError
+from conveyor.codec import decode_json, encode_json
+from conveyor.errors import BackendClosedError, DecodeError, GroupNotFoundError
 from conveyor.message import Message
 from conveyor.options import parse_url_options
 from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo, StartPosition
@@ -183,10 +182,22 @@ class MemoryBackend:
         return state, found
 
     def _message(self, stream: str, entry: _Entry, count: int) -> Message:
+        try:
+            data = decode_json(entry.payload)
+        except DecodeError as exc:
+            return Message(
+                id=str(entry.seq),
+                stream=stream,
+                data={},
+                delivery_count=count,
+                published_at=entry.published_at,
+                decode_error=str(exc),
+                raw=entry.payload,
+            )
         return Message(
             id=str(entry.seq),
             stream=stream,
-            data=json.loads(entry.payload),
+            data=data,
             delivery_count=count,
             published_at=entry.published_at,
         )
@@ -239,6 +250,8 @@ class MemoryBackend:
         max_deliveries: int | None = None,
     ) -> None:
         self._check_open()
+        # a (re)starting consumer re-reads its own pending entries on its next read
+        self._started = {k for k in self._started if k[:2] != (stream, group)}
         state = self.broker.stream(stream)
         if group not in state.groups:
             state.groups[group] = _Group(last_seq=0 if start == "earliest" else state.last_seq)
@@ -272,7 +285,9 @@ class MemoryBackend:
         state, grp = self._group(stream, group)
         now = self.broker.clock.monotonic()
         out: list[Message] = []
-        for seq in sorted(s for s, p in grp.pending.items() if p.consumer == consumer and s > cursor):
+        for seq in sorted(
+            s for s, p in grp.pending.items() if p.consumer == consumer and s > cursor
+        ):
             entry = state.entries.get(seq)
             cursor = seq
             if entry is None:
@@ -342,9 +357,7 @@ class MemoryBackend:
             if message.id.isdigit():
                 grp.pending.pop(int(message.id), None)
 
-    def _take(
-        self, stream: str, group: str, consumer: str, seqs: Sequence[int]
-    ) -> list[Message]:
+    def _take(self, stream: str, group: str, consumer: str, seqs: Sequence[int]) -> list[Message]:
         state, grp = self._group(stream, group)
         now = self.broker.clock.monotonic()
         out = []
@@ -445,6 +458,16 @@ class MemoryBackend:
         state = self.broker.streams.pop(stream, None)
         if state is not None:
             state.wake()
+
+    async def publish_raw(self, stream: str, text: str) -> str:
+        """Append `text` unvalidated, as a foreign producer could (tests of bad input)."""
+        self._check_open()
+        state = self.broker.stream(stream)
+        state.last_seq += 1
+        state.seqs.append(state.last_seq)
+        state.entries[state.last_seq] = _Entry(state.last_seq, text, self.broker.clock.time())
+        state.wake()
+        return str(state.last_seq)
 
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> None:
         """Delete entries (like Redis ``XDEL``); pending references stay dangling."""

@@ -1,0 +1,47 @@
+# conveyor — one command surface. `make demo` and `make test` do all set-up on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# uv from PATH, else bootstrapped with pip into .tools/ (kept out of .venv, which uv manages)
+UV     := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: help setup demo test lint typecheck fmt bench docs clean
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(BIN)/conveyor: $(UV) pyproject.toml uv.lock backends/*/pyproject.toml
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --all-packages --locked --python $(PYTHON)
+	@touch $@
+
+setup: $(BIN)/conveyor  ## create .venv and install the whole workspace
+
+demo: setup  ## run the main job on memory:// (URL=... for another broker)
+	$(BIN)/conveyor demo --url $${URL:-memory://demo}
+
+test: setup  ## the whole suite: core and every backend (CI=true: unreachable brokers fail)
+	@$(BIN)/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: setup  ## ruff + mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: setup  ## format
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup  ## benchmarks against raw clients (see docs/benchmarks.md)
+	$(BIN)/python benchmarks/run.py
+
+docs: setup  ## build the docs site strictly
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) .tools site .mypy_cache .ruff_cache .pytest_cache

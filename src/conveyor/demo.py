@@ -1,0 +1,183 @@
+"""``conveyor demo``: a realistic self-contained run on any backend URL.
+
+Publishes `count` order events while a group of processors consumes them with
+concurrency; some orders fail once (retried), one is poison (dead-lettered). Shows a
+progress bar and ends with a summary table; returns True when every order was accounted
+for exactly (handled once or dead-lettered, nothing left pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from conveyor.message import Message
+from conveyor.processor import StreamProcessor
+from conveyor.registry import connect
+
+__all__ = ["POISON_ORDER", "run_demo"]
+
+POISON_ORDER = 13
+_FLAKY_EVERY = 50  # orders with id % 50 == 7 fail on their first delivery
+
+
+class PaymentDeclined(Exception):
+    """The demo's simulated permanent failure."""
+
+
+class GatewayTimeout(Exception):
+    """The demo's simulated transient failure."""
+
+
+def _order(order_id: int, rng: random.Random) -> dict[str, Any]:
+    return {
+        "type": "order.created",
+        "order_id": order_id,
+        "customer": f"customer-{rng.randrange(1000)}",
+        "amount": round(rng.uniform(5, 500), 2),
+        "currency": "EUR",
+        "items": [
+            {"sku": f"SKU-{rng.randrange(100)}", "qty": rng.randint(1, 3)}
+            for _ in range(rng.randint(1, 3))
+        ],
+        "published_at": time.time(),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def run_demo(
+    url: str = "memory://demo",
+    *,
+    count: int = 5000,
+    workers: int = 3,
+    concurrency: int = 16,
+    stream: str | None = None,
+    console: Console | None = None,
+) -> bool:
+    """Run the demo; return True when every order is accounted for."""
+    if count < POISON_ORDER + 1:
+        raise ValueError(f"count must be > {POISON_ORDER}")
+    console = console or Console()
+    stream = stream or f"demo.orders.{uuid.uuid4().hex[:8]}"
+    group = "fulfilment"
+    rng = random.Random(42)
+    handled: dict[int, int] = {}
+    latencies: list[float] = []
+    finished = asyncio.Event()
+
+    async with connect(url) as backend:
+        progress = Progress(
+            TextColumn("[bold]orders"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        task = progress.add_task("orders", total=count)
+        processors: list[StreamProcessor] = []
+
+        def account() -> None:
+            dead = sum(p.stats.dead_lettered for p in processors)
+            progress.update(task, completed=len(handled) + dead)
+            if len(handled) + dead >= count:
+                finished.set()
+
+        async def fulfil(message: Message) -> None:
+            order = message.data
+            await asyncio.sleep(0.0005)  # the "payment gateway" call
+            if order["order_id"] == POISON_ORDER:
+                raise PaymentDeclined(f"card of order {POISON_ORDER} declined permanently")
+            if order["order_id"] % _FLAKY_EVERY == 7 and message.delivery_count == 1:
+                raise GatewayTimeout("payment gateway timed out")
+            handled[order["order_id"]] = handled.get(order["order_id"], 0) + 1
+            latencies.append(time.time() - order["published_at"])
+            account()
+
+        for index in range(workers):
+            processor = StreamProcessor(
+                backend,
+                stream,
+                group,
+                f"demo-worker-{index}",
+                batch_count=100,
+                concurrency=concurrency,
+                retry_delay=0.05,
+                max_deliveries=3,
+                claim_idle=30.0,
+                poll_interval=0.5,
+            )
+            processor.set_callback(fulfil)
+            processors.append(processor)
+
+        started = time.perf_counter()
+        with progress:
+            for processor in processors:
+                await processor.start()
+            try:
+                for first in range(0, count, 200):
+                    batch = [_order(i, rng) for i in range(first, min(count, first + 200))]
+                    await backend.publish_many(stream, batch)
+                    await asyncio.sleep(0)
+                while not finished.is_set():
+                    account()
+                    try:
+                        await asyncio.wait_for(finished.wait(), 0.2)
+                    except asyncio.TimeoutError:
+                        if time.perf_counter() - started > 120:
+                            break
+            finally:
+                await asyncio.gather(*(p.stop() for p in processors))
+        elapsed = time.perf_counter() - started
+        info = await backend.group_info(stream, group)
+        dead_letters = await backend.peek(f"{stream}.dead", count=10)
+
+    stats = [p.stats for p in processors]
+    dead = sum(s.dead_lettered for s in stats)
+    retried = sum(s.retried for s in stats)
+    table = Table(title=f"conveyor demo on {url.split('?')[0].split('@')[-1]}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("published", f"{count:,}"),
+        ("handled", f"{len(handled):,}"),
+        ("retried", f"{retried:,}"),
+        ("dead-lettered", f"{dead:,}"),
+        ("pending after stop", f"{info.pending:,}"),
+        ("throughput", f"{(len(handled) + dead) / elapsed:,.0f} msg/s"),
+        ("latency p50", f"{_percentile(latencies, 50) * 1000:.1f} ms"),
+        ("latency p99", f"{_percentile(latencies, 99) * 1000:.1f} ms"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    for letter in dead_letters:
+        record = letter.data
+        console.print(
+            f"dead letter: order {record['original']['order_id']} after"
+            f" {record['delivery_count']} deliveries: {record['error_type']}: {record['error']}"
+        )
+    ok = (
+        len(handled) == count - 1
+        and dead == 1
+        and info.pending == 0
+        and all(n == 1 for n in handled.values())
+    )
+    if not ok:
+        console.print("[red]demo check failed: not every order was accounted for exactly once")
+    return ok

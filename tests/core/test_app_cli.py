@@ -1,0 +1,189 @@
+"""App, CLI commands and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import conveyor
+from conveyor.app import App
+from conveyor.cli import main
+from conveyor.demo import run_demo
+from conveyor.naming import default_consumer_name
+from conveyor.testing import run_until_idle, wait_until
+from conveyor_memory import MemoryBackend
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_app_runs_every_handler_until_stopped(memory: MemoryBackend) -> None:
+    app = App("shop")
+    seen: dict[str, list[int]] = {"orders": [], "refunds": []}
+
+    @app.handler("orders", concurrency=2)
+    async def orders(payload: dict[str, Any]) -> None:
+        seen["orders"].append(payload["n"])
+
+    @app.handler("refunds", group="accounting")
+    async def refunds(payload: dict[str, Any]) -> None:
+        seen["refunds"].append(payload["n"])
+
+    await memory.publish_many("orders", [{"n": 1}, {"n": 2}])
+    await memory.publish("refunds", {"n": 3})
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(app.run(memory, consumer="w1", stop=stop))
+    await wait_until(lambda: len(seen["orders"]) == 2 and len(seen["refunds"]) == 1)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    assert sorted(seen["orders"]) == [1, 2]
+    assert seen["refunds"] == [3]
+    assert (await memory.group_info("orders", "shop")).pending == 0
+    assert (await memory.group_info("refunds", "accounting")).consumers[0].name == "w1"
+
+
+def test_app_rejects_bad_registrations() -> None:
+    app = App("x")
+
+    async def handler(payload: dict[str, Any]) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="unknown processor option"):
+        app.add_handler("s", handler, concurency=3)
+    app.add_handler("s", handler)
+    with pytest.raises(ValueError, match="Router"):
+        app.add_handler("s", handler)
+    with pytest.raises(TypeError, match="async function"):
+        app.add_handler("t", print)  # type: ignore[arg-type]
+
+
+def test_default_consumer_names_are_stable_and_distinct() -> None:
+    assert default_consumer_name("billing", host="web-1") == "web-1-billing"
+    assert default_consumer_name("billing", host="web-1") == default_consumer_name(
+        "billing", host="web-1"
+    )
+    assert default_consumer_name("billing", 0, host="web 1") == "web_1-billing-0"
+    assert default_consumer_name("billing", 1) != default_consumer_name("billing", 2)
+
+
+def test_cli_backends_lists_memory() -> None:
+    result = CliRunner().invoke(main, ["backends"])
+    assert result.exit_code == 0
+    assert "memory://" in result.output
+
+
+def test_cli_publish_and_inspect_on_redis_like_memory() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["publish", "memory://cli", "orders", '{"type": "a", "n": 1}'])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "1"
+    bad = runner.invoke(main, ["publish", "memory://cli", "orders", "[1]"])
+    assert bad.exit_code == 2
+    assert "JSON object" in bad.output
+    inspected = runner.invoke(main, ["inspect", "memory://cli", "orders", "nogroup"])
+    assert inspected.exit_code == 2
+    assert "GroupNotFoundError" in inspected.output
+
+
+def test_cli_run_with_a_wrong_app_path_prints_one_line() -> None:
+    for path, expected in [
+        ("nonexistent_mod_xyz:app", "cannot import module"),
+        ("conveyor:nothing_here", "has no attribute"),
+        ("conveyor:Message", "not a conveyor.App"),
+        ("no-colon", "expected module:app"),
+    ]:
+        result = CliRunner().invoke(main, ["run", path, "--url", "memory://"])
+        assert result.exit_code == 2, path
+        assert expected in result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_run_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "sigapp.py").write_text(
+        textwrap.dedent("""
+        import conveyor
+        from conveyor.app import App
+
+        app = App("sig")
+
+        @app.handler("jobs")
+        async def job(payload):
+            print("handled", payload["n"], flush=True)
+    """)
+    )
+    env = {**os.environ, "CONVEYOR_URL": "memory://sig", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "run", "sigapp:app"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        assert proc.stdout is not None
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "started jobs/sig" in line:
+                break
+        else:
+            pytest.fail("worker did not start: " + "".join(lines))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopped jobs/sig" in out
+
+
+async def test_demo_accounts_for_every_order() -> None:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO())
+    assert await run_demo(
+        "memory://demo-test", count=400, workers=2, concurrency=4, console=console
+    )
+    assert "dead letter: order 13" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_public_api_is_exactly_this() -> None:
+    assert sorted(conveyor.__all__) == sorted(
+        [
+            "App",
+            "Capabilities",
+            "ConsumerInfo",
+            "ConveyorError",
+            "GroupInfo",
+            "Message",
+            "ProcessorStats",
+            "Producer",
+            "Router",
+            "StreamBackend",
+            "StreamProcessor",
+            "StreamStorageProtocol",
+            "available_backends",
+            "connect",
+        ]
+    )
+    for name in conveyor.__all__:
+        assert getattr(conveyor, name) is not None
+
+
+async def test_run_until_idle_requires_a_started_processor(memory: MemoryBackend) -> None:
+    processor = conveyor.StreamProcessor(memory, "s", "g", "c")
+    with pytest.raises(RuntimeError, match="not running"):
+        await run_until_idle(processor)
