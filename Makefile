@@ -41,7 +41,7 @@ bench: setup  ## benchmarks against raw clients (see docs/benchmarks.md)
 	$(BIN)/python benchmarks/run.py
 
 docs: setup  ## build the docs site strictly
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .tools site .mypy_cache .ruff_cache .pytest_cache

@@ -244,6 +244,7 @@ class StreamProcessor:
             raise RuntimeError(f"{self!r} is already started")
         await self._ensure_group_at_start()
         self._state = "running"
+        self._stopped.clear()
         self._crash = None
         self._room.set()
         self._acks_idle.set()

@@ -44,9 +44,13 @@ async def test_app_runs_every_handler_until_stopped(memory: MemoryBackend) -> No
     stop = asyncio.Event()
     running = asyncio.ensure_future(app.run(memory, consumer="w1", stop=stop))
     await wait_until(lambda: len(seen["orders"]) == 2 and len(seen["refunds"]) == 1)
+    await asyncio.sleep(0.05)
+    assert not running.done()  # runs until asked to stop
+    await memory.publish("orders", {"n": 4})
+    await wait_until(lambda: len(seen["orders"]) == 3)
     stop.set()
     await asyncio.wait_for(running, 5)
-    assert sorted(seen["orders"]) == [1, 2]
+    assert sorted(seen["orders"]) == [1, 2, 4]
     assert seen["refunds"] == [3]
     assert (await memory.group_info("orders", "shop")).pending == 0
     assert (await memory.group_info("refunds", "accounting")).consumers[0].name == "w1"
