@@ -13,12 +13,15 @@ import conveyor
 
 app = conveyor.App("billing")
 charged: list[int] = []
+all_charged = asyncio.Event()
 
 
 @app.handler("orders", concurrency=4, max_deliveries=3, retry_delay=0.1)
 async def charge(payload: dict[str, Any]) -> None:
     await asyncio.sleep(0.001)  # call the payment provider here
     charged.append(payload["order_id"])
+    if len(charged) == 10:
+        all_charged.set()
 
 
 async def main() -> None:
@@ -28,8 +31,7 @@ async def main() -> None:
             await orders.add_event("order.paid", {"order_id": order_id, "amount": 9.5})
         stop = asyncio.Event()
         worker = asyncio.ensure_future(app.run(backend, consumer="worker-1", stop=stop))
-        while len(charged) < 10:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(all_charged.wait(), 10)
         stop.set()
         await worker
         info = await backend.group_info("orders", "billing")
