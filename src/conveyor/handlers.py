@@ -10,7 +10,7 @@ from typing import Any
 
 from conveyor.message import Message
 
-__all__ = ["Handler", "bind_handler", "wants_message"]
+__all__ = ["Handler", "bind_handler", "check_handler", "wants_message"]
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -42,6 +42,23 @@ def wants_message(func: Callable[..., Any]) -> bool:
     return annotation is Message
 
 
+def check_handler(
+    func: object, *, message: bool | None = None
+) -> tuple[Callable[[Any], Awaitable[Any]], bool]:
+    """Check that `func` is an async handler; return it and whether it takes a `Message`.
+
+    Raises:
+        TypeError: `func` is not an async callable.
+    """
+    if not callable(func) or not _is_async_callable(func):
+        raise TypeError(
+            f"handler {func!r} must be an async function (async def handler(payload): ...);"
+            f" got {type(func).__name__}"
+        )
+    handler = typing.cast(Callable[[Any], Awaitable[Any]], func)
+    return handler, wants_message(handler) if message is None else message
+
+
 def bind_handler(
     func: object, *, message: bool | None = None
 ) -> Callable[[Message], Awaitable[Any]]:
@@ -55,14 +72,7 @@ def bind_handler(
     Raises:
         TypeError: `func` is not an async callable.
     """
-    if not callable(func) or not _is_async_callable(func):
-        raise TypeError(
-            f"handler {func!r} must be an async function (async def handler(payload): ...);"
-            f" got {type(func).__name__}"
-        )
-    handler = typing.cast(Callable[[Any], Awaitable[Any]], func)
-    if message is None:
-        message = wants_message(handler)
+    handler, message = check_handler(func, message=message)
     if message:
         return handler
 

@@ -25,7 +25,7 @@ from conveyor.errors import (
     BrokerUnavailableError,
     GroupNotFoundError,
 )
-from conveyor.handlers import bind_handler
+from conveyor.handlers import check_handler
 from conveyor.message import Message
 from conveyor.protocol import StartPosition, StreamBackend, StreamStorageProtocol, is_backend
 from conveyor.seed import SeedStorageAdapter
@@ -157,7 +157,8 @@ class StreamProcessor:
         self.clock: Clock = clock or SystemClock()
         self.stats = ProcessorStats()
         self._message_style = message
-        self._handler: Callable[[Message], Awaitable[Any]] | None = None
+        self._handler: Callable[[Any], Awaitable[Any]] | None = None
+        self._handler_takes_message = False
 
         self._state = "idle"  # idle -> running -> stopping -> idle
         self._tasks: set[asyncio.Task[None]] = set()
@@ -187,7 +188,9 @@ class StreamProcessor:
         Raises:
             TypeError: `callback` is not an async function.
         """
-        self._handler = bind_handler(callback, message=self._message_style)
+        self._handler, self._handler_takes_message = check_handler(
+            callback, message=self._message_style
+        )
 
     @property
     def is_running(self) -> bool:
@@ -482,42 +485,45 @@ class StreamProcessor:
                 await asyncio.sleep(self.poll_interval)
 
     async def _worker(self) -> None:
+        """Take messages from the inbox and run the handler; the hot path, kept flat."""
         inbox = self._inbox
+        handler = self._handler
+        assert handler is not None  # start() checked it
+        takes_message = self._handler_takes_message
+        stats = self.stats
+        refill_at = max(0, self._prefetch - self.batch_count)
         while True:
             while not inbox:
                 if self._state != "running":
                     return
+                self._ack_ready.set()  # idle: flush what is done
                 self._inbox_ready.clear()
                 await self._inbox_ready.wait()
             if self._state != "running":
                 return
             message = inbox.popleft()
-            if len(inbox) < self._prefetch:
+            if len(inbox) <= refill_at:
                 self._room.set()
-            await self._process(message)
-
-    async def _process(self, message: Message) -> None:
-        handler = self._handler
-        assert handler is not None  # start() checked it
-        if message.decode_error is not None:
-            await self._dead_letter(message, "DecodeError", message.decode_error)
-            return
-        stats = self.stats
-        stats.in_flight += 1
-        try:
-            await handler(message)
-        except asyncio.CancelledError:
-            raise  # shutdown/cancellation never acknowledges an unfinished message
-        except Exception as exc:  # noqa: BLE001 - a handler failure is data, not a crash
-            stats.failed += 1
-            self._report(message, exc)
-            await self._handle_failure(message, exc)
-        else:
-            stats.handled += 1
-            self._to_ack.append(message)
-            self._ack_ready.set()
-        finally:
-            stats.in_flight -= 1
+            if message.decode_error is not None:
+                await self._dead_letter(message, "DecodeError", message.decode_error)
+                continue
+            stats.in_flight += 1
+            try:
+                await (handler(message) if takes_message else handler(message.data))
+            except asyncio.CancelledError:
+                raise  # shutdown/cancellation never acknowledges an unfinished message
+            except Exception as exc:  # noqa: BLE001 - a handler failure is data, not a crash
+                stats.failed += 1
+                self._report(message, exc)
+                await self._handle_failure(message, exc)
+            else:
+                stats.handled += 1
+                to_ack = self._to_ack
+                to_ack.append(message)
+                if len(to_ack) >= self.batch_count:
+                    self._ack_ready.set()
+            finally:
+                stats.in_flight -= 1
 
     def _report(self, message: Message, exc: BaseException) -> None:
         log.warning(
