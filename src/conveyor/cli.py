@@ -224,3 +224,53 @@ def demo(url: str, count: int, workers: int, concurrency: int, stream: str | Non
         _fail(f"{type(exc).__name__}: {exc}")
         return
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--url", envvar="CONVEYOR_URL", required=True, help=URL_HELP)
+@click.option(
+    "-n", "--messages", default=50_000, show_default=True, help="Backlog size for the consume runs."
+)
+@click.option(
+    "--latency-seconds",
+    default=10.0,
+    show_default=True,
+    help="Length of the 200 msg/s latency run (0 skips it).",
+)
+@click.option("--json", "json_path", default=None, help="Also write the results as JSON here.")
+def bench(url: str, messages: int, latency_seconds: float, json_path: str | None) -> None:
+    """Measure conveyor on your broker: consume, publish and latency, each verified."""
+    from conveyor.bench import BenchResult, run_suite
+
+    console = Console()
+    table = Table(
+        "measurement",
+        "msg/s",
+        "p50 ms",
+        "p99 ms",
+        "verified",
+        title=f"conveyor bench on {redact_url(url)}",
+    )
+
+    def show(result: BenchResult) -> None:
+        console.print(f"  {result.name}: done")
+        table.add_row(
+            result.name,
+            f"{result.rate:,.0f}" if result.rate else "",
+            f"{result.p50_ms:.2f}" if result.p50_ms is not None else "",
+            f"{result.p99_ms:.2f}" if result.p99_ms is not None else "",
+            "yes" if result.verified else "[red]NO",
+        )
+
+    try:
+        results = asyncio.run(
+            run_suite(url, n=messages, latency_seconds=latency_seconds, progress=show)
+        )
+    except ConveyorError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+        return
+    console.print(table)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as out:
+            json.dump([r.as_dict() for r in results], out, indent=2)
+    sys.exit(0 if all(r.verified for r in results) else 1)

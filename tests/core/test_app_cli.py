@@ -191,3 +191,34 @@ async def test_run_until_idle_requires_a_started_processor(memory: MemoryBackend
     processor = conveyor.StreamProcessor(memory, "s", "g", "c")
     with pytest.raises(RuntimeError, match="not running"):
         await run_until_idle(processor)
+
+
+def test_cli_bench_verifies_its_own_results(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "--url",
+            "memory://bench-test",
+            "-n",
+            "300",
+            "--latency-seconds",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == [
+        "conveyor c=1",
+        "conveyor c=64 io=1ms",
+        "publish one by one",
+        "publish_many x500",
+        "latency",
+    ]
+    assert all(r["verified"] for r in rows)
+    assert rows[-1]["messages"] == 100
