@@ -1,0 +1,218 @@
+"""`RedisSettings`: everything a ``redis://`` URL can say, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from conveyor.errors import ConfigurationError
+from conveyor.options import option_names as _option_names
+from conveyor.options import parse_url_options
+
+__all__ = ["SCHEMES", "RedisSettings"]
+
+#: URL schemes this backend opens.
+SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+_URL_PARTS = ("scheme", "hosts", "db", "username", "password")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Options of ``redis://[user:password@]host[:port][/db][?option=value&...]``.
+
+    ``rediss://`` connects with TLS. ``redis+cluster://host:port,host:port`` (and
+    ``rediss+cluster://``) opens a Redis Cluster client seeded with those nodes; there the
+    database must be 0 and stream keys get a hash tag (see the README).
+
+    URL parts (not options): `scheme`, `hosts` (``(host, port)`` pairs, default
+    ``localhost:6379``), `db` (the path, default 0), `username` and `password` (never shown
+    in reprs, logs or errors).
+
+    Query options:
+        key_prefix: Prepended to every stream name to form the Redis key, so that several
+            applications can share one Redis (``key_prefix=app1:``). Default none.
+        maxlen: Cap each stream at about this many entries when publishing (``XADD
+            MAXLEN ~``); None (default) keeps everything. Pending entries trimmed away
+            are acknowledged and logged when a consumer meets them.
+        exact_maxlen: Trim to exactly `maxlen` (``MAXLEN =``) instead of the cheaper
+            approximate trim. Default false.
+        max_block: Longest single ``XREADGROUP ... BLOCK`` in seconds (default 1.0); a
+            longer `block` asked by the engine is cut to this. Must stay well below
+            `socket_timeout` so that an idle blocking read is never taken for a dead
+            connection.
+        socket_timeout: Seconds to wait for any reply before the connection counts as
+            lost (default 10.0; redis-py's own default is 5 s since 8.0).
+        socket_connect_timeout: Seconds to wait for a TCP/TLS connection (default 5.0).
+        retries: How many times redis-py retries a command other than a read or claim
+            after a connection error, with exponential backoff and jitter (default 3).
+            Reads and claims are never retried by the client: a lost reply's entries
+            stay in the consumer's pending list and are re-read from there.
+        max_connections: Upper bound of each connection pool (None: unbounded).
+        client_name: ``CLIENT SETNAME`` for the connections (default ``conveyor``).
+        payload_format: ``fields`` (default): one Redis field per payload key, non-string
+            values as ``json:``-prefixed JSON (the old module's codec; its readers read
+            these entries). ``json``: the whole payload as JSON in one ``conveyor.payload``
+            field. Both formats are always accepted when reading.
+        ssl_cert_reqs: TLS certificate check for ``rediss://``: ``required`` (default),
+            ``optional`` or ``none``.
+        ssl_ca_certs: CA bundle file for ``rediss://``.
+        ssl_certfile: Client certificate file for ``rediss://``.
+        ssl_keyfile: Client key file for ``rediss://``.
+        ssl_check_hostname: Check the server's host name against its certificate
+            (default true when certificates are required).
+    """
+
+    scheme: str = "redis"
+    hosts: tuple[tuple[str, int], ...] = (("localhost", 6379),)
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    key_prefix: str = ""
+    maxlen: int | None = None
+    exact_maxlen: bool = False
+    max_block: float = 1.0
+    socket_timeout: float = 10.0
+    socket_connect_timeout: float = 5.0
+    retries: int = 3
+    max_connections: int | None = None
+    client_name: str | None = "conveyor"
+    payload_format: Literal["fields", "json"] = "fields"
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ConfigurationError(
+                f"not a Redis URL scheme: {self.scheme}:// (expected one of"
+                f" {', '.join(s + '://' for s in SCHEMES)})"
+            )
+        if not self.hosts:
+            raise ConfigurationError(f"{self.scheme}:// URL names no host")
+        if self.cluster and self.db != 0:
+            raise ConfigurationError(f"{self.scheme}:// supports database 0 only, not {self.db}")
+        if self.db < 0:
+            raise ConfigurationError(f"{self.scheme}:// database must be >= 0, not {self.db}")
+        if self.maxlen is not None and self.maxlen < 1:
+            raise ConfigurationError(f"{self.scheme}:// option maxlen={self.maxlen}: must be >= 1")
+        if not self.max_block > 0:
+            raise ConfigurationError(
+                f"{self.scheme}:// option max_block={self.max_block}: must be > 0"
+            )
+        if self.socket_timeout < self.max_block + 1.0:
+            raise ConfigurationError(
+                f"{self.scheme}:// option socket_timeout={self.socket_timeout} must exceed"
+                f" max_block={self.max_block} by at least 1 second: a blocking read would"
+                " otherwise time out as a lost connection"
+            )
+        if self.socket_connect_timeout <= 0:
+            raise ConfigurationError(
+                f"{self.scheme}:// option socket_connect_timeout="
+                f"{self.socket_connect_timeout}: must be > 0"
+            )
+        if self.retries < 0:
+            raise ConfigurationError(
+                f"{self.scheme}:// option retries={self.retries}: must be >= 0"
+            )
+        if self.max_connections is not None and self.max_connections < 2:
+            raise ConfigurationError(
+                f"{self.scheme}:// option max_connections={self.max_connections}: must be >= 2"
+            )
+
+    def __repr__(self) -> str:
+        return f"RedisSettings({self.safe_url!r})"
+
+    @property
+    def cluster(self) -> bool:
+        """True for ``redis+cluster://`` and ``rediss+cluster://``."""
+        return self.scheme.endswith("+cluster")
+
+    @property
+    def tls(self) -> bool:
+        """True for ``rediss://`` and ``rediss+cluster://``."""
+        return self.scheme.startswith("rediss")
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with the password replaced by ``***`` (for logs and reprs)."""
+        auth = ""
+        if self.username or self.password:
+            auth = (self.username or "") + (":***" if self.password else "") + "@"
+        hosts = ",".join(f"{host}:{port}" for host, port in self.hosts)
+        return f"{self.scheme}://{auth}{hosts}/{self.db}"
+
+    def key(self, stream: str) -> str:
+        """The Redis key of conveyor stream `stream`.
+
+        On a cluster the key carries a hash tag, so that a stream and the dead-letter
+        streams derived from its name (``<stream>.<anything>`` or ``<stream>:<anything>``
+        ...) land in one slot: the tag is the name up to its first ``.`` or ``:``, unless
+        the name holds an explicit ``{tag}`` already.
+        """
+        if not self.cluster or ("{" in stream and "}" in stream.split("{", 1)[1]):
+            return self.key_prefix + stream
+        cut = min((i for i in (stream.find("."), stream.find(":")) if i > 0), default=len(stream))
+        return f"{self.key_prefix}{{{stream[:cut]}}}{stream[cut:]}"
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The query options a URL may carry."""
+        return _option_names(cls, _URL_PARTS)
+
+    @classmethod
+    def from_url(cls, url: str, options: dict[str, Any] | None = None) -> RedisSettings:
+        """Build settings from a URL (without query string) and its options.
+
+        Raises:
+            ConfigurationError: a malformed URL, an unknown option (the message lists the
+                valid ones) or an invalid value. Messages never include the password.
+        """
+        if "?" in url:
+            raise ConfigurationError(
+                "pass query options separately (conveyor.options.split_options)"
+            )
+        scheme, sep, rest = url.partition("://")
+        scheme = scheme.lower()
+        if not sep:
+            raise ConfigurationError("not a Redis URL: expected redis://host[:port][/db]")
+        kwargs = parse_url_options(scheme, cls, options or {}, exclude=_URL_PARTS)
+        netloc, _, path = rest.partition("/")
+        userinfo, at, hostlist = netloc.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        hosts = tuple(_host_port(scheme, item) for item in hostlist.split(",") if item)
+        db_text = unquote(path.strip("/"))
+        try:
+            db = int(db_text) if db_text else 0
+        except ValueError:
+            raise ConfigurationError(
+                f"{scheme}:// URL path must be a database number, not {db_text!r}"
+            ) from None
+        return cls(
+            scheme=scheme,
+            hosts=hosts or (("localhost", 6379),),
+            db=db,
+            username=username,
+            password=password,
+            **kwargs,
+        )
+
+
+def _host_port(scheme: str, item: str) -> tuple[str, int]:
+    parts = urlsplit(f"//{item}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"{scheme}:// URL has an invalid port in {item!r}") from None
+    host = parts.hostname
+    if not host:
+        raise ConfigurationError(f"{scheme}:// URL has an empty host in {item!r}")
+    return host, port or 6379
