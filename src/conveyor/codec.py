@@ -59,6 +59,31 @@ def _check(value: object, path: str) -> None:
     )
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _valid(value: object) -> bool:
+    """Fast check, no paths: the common case of a valid payload costs little."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is str or kind is int:
+                continue
+            if not _valid(item):
+                return False
+        return True
+    if kind is list:
+        return all(_valid(item) for item in value)  # type: ignore[attr-defined]
+    return False
+
+
 def validate_payload(data: object) -> dict[str, Any]:
     """Return `data` if it is a dict that round-trips through JSON exactly, else raise.
 
@@ -67,7 +92,8 @@ def validate_payload(data: object) -> dict[str, Any]:
     """
     if type(data) is not dict:
         raise UnserializablePayloadError(f"payload must be a dict, got {type(data).__name__}")
-    _check(data, "")
+    if not _valid(data):
+        _check(data, "")  # raises, naming the key path
     return data
 
 
