@@ -37,8 +37,9 @@ fmt: setup  ## format
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup  ## benchmarks against raw clients (see docs/benchmarks.md)
-	$(BIN)/python benchmarks/run.py
+bench: setup  ## benchmarks against raw clients and peers (ARGS=--quick; see docs/benchmarks.md)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --all-packages --locked --group bench --python $(PYTHON)
+	$(BIN)/python benchmarks/run.py $(ARGS)
 
 docs: setup  ## build the docs site strictly
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

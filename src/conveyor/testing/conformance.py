@@ -38,7 +38,7 @@ from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.testing.harness import wait_until
 
-__all__ = ["BackendConformance", "OpenBackend", "read_until"]
+__all__ = ["BackendConformance", "OpenBackend", "read_and_ack", "read_until"]
 
 OpenBackend = Callable[[], Awaitable[StreamBackend]]
 
@@ -58,6 +58,29 @@ async def read_until(
     deadline = time.monotonic() + timeout
     while len(out) < n and time.monotonic() < deadline:
         out += await backend.read(stream, group, consumer, count=n - len(out), block=block)
+    return out
+
+
+async def read_and_ack(
+    backend: StreamBackend,
+    stream: str,
+    group: str,
+    *,
+    expect: int,
+    timeout: float,
+    settle: float = 1.0,
+) -> list[Message]:
+    """Read and acknowledge until `expect` messages arrived (or `timeout` passed), then
+    `settle` seconds more, so that duplicates would show up in the result."""
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    settled: float | None = None
+    while time.monotonic() < (settled or deadline):
+        batch = await backend.read(stream, group, "inspector", count=100, block=0.2)
+        await backend.ack(stream, group, batch)
+        out += batch
+        if settled is None and len(out) >= expect:
+            settled = time.monotonic() + settle
     return out
 
 
@@ -450,7 +473,7 @@ class BackendConformance:
         assert (await backend.group_info(stream, group)).pending == 0
         assert await backend.read(stream, group, "c", count=10, block=0.3) == []
         await self._group(backend, dead_stream, "inspect")
-        dead = await read_until(backend, dead_stream, "inspect", "c", 2, timeout=2.0)
+        dead = await read_and_ack(backend, dead_stream, "inspect", expect=1, timeout=self.timeout)
         assert [m.data for m in dead] == [record]
 
     async def test_processor_dead_letters_a_poison_message_exactly_once(
@@ -484,8 +507,8 @@ class BackendConformance:
         assert len(attempts) == 2
         assert processor.stats.dead_lettered == 1
         await self._group(backend, processor.dead_letter_stream, "inspect")
-        dead = await read_until(
-            backend, processor.dead_letter_stream, "inspect", "c", 2, timeout=2.0
+        dead = await read_and_ack(
+            backend, processor.dead_letter_stream, "inspect", expect=1, timeout=self.timeout
         )
         assert len(dead) == 1
         record = dead[0].data

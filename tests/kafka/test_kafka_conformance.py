@@ -1,0 +1,26 @@
+"""kafka:// passes the conformance suite (on Tansu unless CONVEYOR_TEST_KAFKA_URL is set)."""
+
+from __future__ import annotations
+
+import pytest
+
+import conveyor
+from conveyor.options import split_options
+from conveyor.protocol import StreamBackend
+from conveyor.testing.conformance import BackendConformance, OpenBackend
+
+pytestmark = pytest.mark.slow
+
+
+class TestKafkaConformance(BackendConformance):
+    claim_idle = 2.0
+    timeout = 20.0
+
+    @pytest.fixture
+    def open_backend(self, kafka_url: str) -> OpenBackend:
+        base, options = split_options(kafka_url)
+
+        async def factory() -> StreamBackend:
+            return await conveyor.connect(base, **options)
+
+        return factory

@@ -1,0 +1,393 @@
+"""NATS-specific behaviour: config conflicts, heartbeats, nak delays, names, inspection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from nats.js import api
+from nats.js.client import JetStreamContext
+
+import nats
+from conveyor.errors import (
+    BackendClosedError,
+    BrokerUnavailableError,
+    ConfigConflictError,
+    GroupNotFoundError,
+)
+from conveyor.message import Message
+from conveyor.processor import StreamProcessor
+from conveyor.testing.conformance import read_until
+from conveyor.testing.servers import port_open
+from conveyor_nats import CAPABILITIES, NatsBackend, open_backend
+
+OpenNats = Callable[..., Awaitable[NatsBackend]]
+
+
+@pytest_asyncio.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    """A raw nats-py JetStream context on the test server."""
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest.fixture
+def stream() -> str:
+    return f"events:{uuid.uuid4().hex[:8]}"
+
+
+async def test_capabilities_declare_broker_redelivery(open_nats: OpenNats) -> None:
+    backend = await open_nats()
+    assert backend.capabilities is CAPABILITIES
+    assert (CAPABILITIES.redelivery, CAPABILITIES.claim) == ("broker", "broker")
+    assert CAPABILITIES.ack_from_reader
+    assert await backend.claim_stale("s", "g", "c", min_idle=0, count=5) == []
+    with pytest.raises(NotImplementedError):
+        await backend.redeliver("s", "g", "c", [])
+
+
+async def test_stream_and_group_names_map_onto_jetstream(
+    open_nats: OpenNats, js: JetStreamContext, stream: str, prefix_options: dict[str, str]
+) -> None:
+    backend = await open_nats()
+    await backend.ensure_group(stream, "billing:eu.1")
+    name = backend.stream_name(stream)
+    assert name == prefix_options["stream_prefix"] + stream.replace(":", "~3A")
+    info = await js.stream_info(name)
+    assert info.config.subjects == [
+        f"{prefix_options['subject_prefix']}.{stream.replace(':', '~3A')}"
+    ]
+    assert info.config.retention == api.RetentionPolicy.LIMITS
+    consumer = await js.consumer_info(name, "billing~3Aeu~2E1")
+    assert consumer.config.ack_policy == api.AckPolicy.EXPLICIT
+    assert consumer.config.durable_name == "billing~3Aeu~2E1"
+    assert consumer.config.max_deliver == -1
+    assert consumer.config.ack_wait == 30.0
+
+
+async def test_ensure_group_maps_claim_idle_and_max_deliveries(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats(max_deliver_margin="2")
+    await backend.ensure_group(stream, "g", claim_idle=4.5, max_deliveries=5, start="latest")
+    info = await js.consumer_info(backend.stream_name(stream), "g")
+    assert info.config.ack_wait == 4.5
+    assert info.config.max_deliver == 7
+    assert info.config.deliver_policy == api.DeliverPolicy.NEW
+
+
+async def test_existing_stream_with_other_retention_is_a_conflict(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats()
+    await js.add_stream(
+        name=backend.stream_name(stream),
+        subjects=[backend.subject(stream)],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+    )
+    with pytest.raises(ConfigConflictError) as info:
+        await backend.ensure_group(stream, "g")
+    message = str(info.value)
+    assert "retention is workqueue" in message
+    assert "every group" in message
+    assert f"nats stream edit/rm {backend.stream_name(stream)}" in message
+    with pytest.raises(ConfigConflictError):
+        await backend.publish(stream, {"n": 1})
+
+
+async def test_existing_stream_with_other_subject_or_options_is_a_conflict(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats()
+    await js.add_stream(
+        name=backend.stream_name(stream), subjects=[f"elsewhere.{uuid.uuid4().hex}"]
+    )
+    with pytest.raises(ConfigConflictError, match="subjects are"):
+        await backend.ensure_group(stream, "g")
+    other = f"{stream}-2"
+    await backend.ensure_group(other, "g")
+    in_memory = await open_nats(storage="memory", max_age="60")
+    with pytest.raises(ConfigConflictError) as info:
+        await in_memory.ensure_group(other, "g")
+    assert "storage is" in str(info.value)
+    assert "max_age is 0s, the URL asks for 60.0s" in str(info.value)
+
+
+async def test_existing_consumer_with_other_settings_is_a_conflict(
+    open_nats: OpenNats, stream: str
+) -> None:
+    backend = await open_nats()
+    await backend.ensure_group(stream, "g", claim_idle=5.0, max_deliveries=3)
+    await backend.ensure_group(stream, "g", claim_idle=5.0, max_deliveries=3)
+    await backend.create_group(stream, "g")  # nothing asked: compatible
+    with pytest.raises(ConfigConflictError) as info:
+        await backend.ensure_group(stream, "g", claim_idle=7.0)
+    assert "ack_wait is 5.0s but claim_idle=7.0s" in str(info.value)
+    assert "nats consumer rm" in str(info.value)
+    with pytest.raises(ConfigConflictError, match="max_deliver is 6"):
+        await backend.ensure_group(stream, "g", max_deliveries=6)
+
+
+async def test_long_handler_is_kept_alive_by_heartbeats(open_nats: OpenNats, stream: str) -> None:
+    worker, rival = await open_nats(), await open_nats()
+    calls: list[int] = []
+    finished = asyncio.Event()
+
+    async def slow(message: Message) -> None:
+        calls.append(message.delivery_count)
+        await asyncio.sleep(3.0)
+        finished.set()
+
+    processor = StreamProcessor(worker, stream, "g", "worker", claim_idle=1.0)
+    processor.set_callback(slow)
+    await worker.publish(stream, {"slow": True})
+    stolen: list[Message] = []
+    async with processor:
+        await rival.ensure_group(stream, "g", claim_idle=1.0)
+        while not finished.is_set():  # ack_wait passes three times meanwhile
+            stolen += await rival.read(stream, "g", "rival", count=10, block=0.25)
+    assert calls == [1]
+    assert stolen == []
+    assert processor.stats.handled == 1
+    assert (await rival.group_info(stream, "g")).pending == 0
+
+
+async def test_nack_delay_is_honoured(open_nats: OpenNats, stream: str) -> None:
+    backend = await open_nats()
+    await backend.ensure_group(stream, "g", claim_idle=30.0)
+    msg_id = await backend.publish(stream, {"n": 1})
+    [first] = await read_until(backend, stream, "g", "c", 1, timeout=5)
+    nacked_at = time.monotonic()
+    await backend.nack(stream, "g", first, delay=1.5)
+    again = await read_until(backend, stream, "g", "c", 1, timeout=10, block=0.1)
+    waited = time.monotonic() - nacked_at
+    assert [m.id for m in again] == [msg_id]
+    assert again[0].delivery_count == 2
+    assert waited >= 1.45, f"redelivered after {waited:.2f}s, before the 1.5 s delay"
+    await backend.ack(stream, "g", again)
+    await backend.nack(stream, "g", again[0], delay=1.0)  # already acked: no-op
+    assert (await backend.group_info(stream, "g")).pending == 0
+
+
+async def test_undecodable_message_is_returned_with_decode_error(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats()
+    await backend.ensure_group(stream, "g")
+    await js.publish(backend.subject(stream), b"\xffnot json")
+    await js.publish(backend.subject(stream), b"[1, 2]")
+    got = await read_until(backend, stream, "g", "c", 2, timeout=5)
+    assert [m.data for m in got] == [{}, {}]
+    assert got[0].raw == b"\xffnot json"
+    assert got[0].decode_error is not None
+    assert got[1].decode_error is not None
+    assert "list" in got[1].decode_error
+    dead = f"{stream}:dead"
+    for message in got:
+        await backend.dead_letter(
+            stream,
+            "g",
+            message,
+            dead_letter_stream=dead,
+            record={"id": message.id, "error": message.decode_error},
+        )
+    assert (await backend.group_info(stream, "g")).pending == 0
+    assert [m.data["id"] for m in await backend.peek(dead, count=10)] == [m.id for m in got]
+
+
+async def test_dead_letter_retry_does_not_write_twice(open_nats: OpenNats, stream: str) -> None:
+    backend = await open_nats()
+    await backend.ensure_group(stream, "g")
+    await backend.publish(stream, {"poison": 1})
+    [message] = await read_until(backend, stream, "g", "c", 1, timeout=5)
+    dead = f"{stream}:dead"
+    unacked = Message(message.id, stream, message.data)  # no handle: a retry elsewhere
+    first = await backend.dead_letter(
+        stream, "g", unacked, dead_letter_stream=dead, record={"n": 1}
+    )
+    second = await backend.dead_letter(
+        stream, "g", message, dead_letter_stream=dead, record={"n": 1}
+    )
+    assert first == second
+    assert len(await backend.peek(dead, count=10)) == 1
+    assert (await backend.group_info(stream, "g")).pending == 0
+
+
+async def test_publish_deduplicates_by_msg_id(open_nats: OpenNats, stream: str) -> None:
+    backend = await open_nats()
+    first = await backend.publish(stream, {"n": 1}, msg_id="order-7")
+    assert await backend.publish(stream, {"n": 1}, msg_id="order-7") == first
+    ids = await backend.publish_many(stream, [{"n": i} for i in range(3)], msg_ids=["a", "b", "a"])
+    assert ids[0] == ids[2] != ids[1]
+    await backend.ensure_group(stream, "g")
+    assert (await backend.group_info(stream, "g")).length == 3
+
+
+async def test_publish_many_returns_sequences_in_order(open_nats: OpenNats, stream: str) -> None:
+    backend = await open_nats()
+    ids = await backend.publish_many(stream, [{"n": i, "pad": "x" * 200} for i in range(5000)])
+    assert [int(i) for i in ids] == list(range(1, 5001))
+    assert await backend.publish_many(stream, []) == []
+    peeked = await backend.peek(stream, count=3)
+    assert [m.data["n"] for m in peeked] == [4997, 4998, 4999]
+    assert [m.id for m in peeked] == ids[-3:]
+    assert all(m.delivery_count == 0 and m.published_at for m in peeked)
+    assert await backend.peek(f"{stream}-missing", count=3) == []
+
+
+async def test_group_info_reports_pending_lag_and_length(open_nats: OpenNats, stream: str) -> None:
+    backend = await open_nats()
+    await backend.ensure_group(stream, "g")
+    await backend.publish_many(stream, [{"n": i} for i in range(10)])
+    got = await backend.read(stream, "g", "c", count=4, block=2.0)
+    assert len(got) == 4
+    info = await backend.group_info(stream, "g")
+    assert (info.pending, info.lag, info.length, info.consumers) == (4, 6, 10, ())
+    with pytest.raises(GroupNotFoundError):
+        await backend.group_info(stream, "nope")
+
+
+async def test_read_of_a_missing_group_raises(open_nats: OpenNats, stream: str) -> None:
+    backend = await open_nats()
+    with pytest.raises(GroupNotFoundError):
+        await backend.read(stream, "nope", "c", count=1, block=None)
+
+
+async def test_deleted_group_is_reported_then_recreated(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats(group_check_interval="0.2")
+    await backend.ensure_group(stream, "g")
+    assert await backend.read(stream, "g", "c", count=1, block=0.1) == []
+    await js.delete_stream(backend.stream_name(stream))
+
+    async def read_until_it_fails() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            await backend.read(stream, "g", "c", count=1, block=0.1)
+
+    with pytest.raises(GroupNotFoundError):
+        await read_until_it_fails()
+    await backend.ensure_group(stream, "g")  # what the engine does: recreate
+    msg_id = await backend.publish(stream, {"back": True})
+    got = await read_until(backend, stream, "g", "c", 1, timeout=5)
+    assert [m.id for m in got] == [msg_id]
+
+
+async def test_publish_recreates_a_deleted_stream(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats()
+    await backend.publish(stream, {"n": 1})
+    await js.delete_stream(backend.stream_name(stream))
+    assert await backend.publish(stream, {"n": 2}) == "1"
+    assert await backend.publish_many(stream, [{"n": 3}]) == ["2"]
+
+
+async def test_acks_are_flushed_on_close(open_nats: OpenNats, stream: str) -> None:
+    first = await open_nats()
+    await first.ensure_group(stream, "g", claim_idle=30.0)
+    await first.publish_many(stream, [{"n": i} for i in range(200)])
+    got = await read_until(first, stream, "g", "c", 200, timeout=10)
+    await first.ack(stream, "g", got)
+    await first.aclose()  # right after the acks: they must still reach the server
+    second = await open_nats()
+    info = await second.group_info(stream, "g")
+    assert (info.pending, info.lag) == (0, 0)
+    with pytest.raises(BackendClosedError):
+        await first.read(stream, "g", "c", count=1, block=None)
+
+
+async def test_unreachable_server_raises_broker_unavailable() -> None:
+    port = 4
+    assert not port_open("127.0.0.1", port)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError) as info:
+        await open_backend(
+            f"nats://bob:hunter2@127.0.0.1:{port}",
+            {"connect_timeout": "0.5", "reconnect_wait": "0.1"},
+        )
+    assert time.monotonic() - started < 5
+    assert "hunter2" not in str(info.value)
+
+
+async def test_repr_hides_credentials(nats_url: str, stream_cleanup: None) -> None:
+    host = nats_url.split("://", 1)[1]
+    backend = await open_backend(f"nats://someone:pw-secret@{host}", {})
+    try:
+        assert "pw-secret" not in repr(backend)
+        assert "pw-secret" not in repr(backend.settings)
+    finally:
+        await backend.aclose()
+
+
+def _payloads(n: int) -> list[dict[str, Any]]:
+    return [{"n": i} for i in range(n)]
+
+
+async def test_seed_read_events_skips_undecodable(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend: NatsBackend = await open_nats()
+    await backend.create_group(stream, "g")
+    await js.publish(backend.subject(stream), b"garbage")
+    ids = await backend.publish_many(stream, _payloads(2))
+    rows: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.monotonic() + 5
+    while len(rows) < 2 and time.monotonic() < deadline:
+        rows += await backend.read_events(stream, "g", "c", 10)
+    assert rows == [(ids[0], {"n": 0}), (ids[1], {"n": 1})]
+    for msg_id, _ in rows:
+        await backend.ack_event(stream, "g", msg_id)
+    assert (await backend.group_info(stream, "g")).pending == 1  # the garbage one
+
+
+async def test_peek_skips_deleted_sequences(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats()
+    ids = await backend.publish_many(stream, _payloads(5))
+    await js.delete_msg(backend.stream_name(stream), int(ids[3]))
+    peeked = await backend.peek(stream, count=3)
+    assert [m.id for m in peeked] == [ids[2], ids[4]]
+    assert [m.data for m in peeked] == [{"n": 2}, {"n": 4}]
+
+
+async def test_processor_recreates_a_deleted_stream_and_goes_on(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats(group_check_interval="0.2")
+    seen: list[int] = []
+    arrived = asyncio.Event()
+
+    async def handler(payload: dict[str, Any]) -> None:
+        seen.append(payload["n"])
+        arrived.set()
+
+    processor = StreamProcessor(backend, stream, "g", "w", claim_idle=5.0)
+    processor.set_callback(handler)
+    async with processor:
+        await backend.publish(stream, {"n": 1})
+        await asyncio.wait_for(arrived.wait(), 10)
+        arrived.clear()
+        await js.delete_stream(backend.stream_name(stream))
+        await asyncio.sleep(1.0)  # the reader notices, the engine recreates the group
+        await backend.publish(stream, {"n": 2})
+        await asyncio.wait_for(arrived.wait(), 15)
+    assert seen == [1, 2]
+
+
+async def test_user_headers_named_like_status_lines_are_still_messages(
+    open_nats: OpenNats, js: JetStreamContext, stream: str
+) -> None:
+    backend = await open_nats()
+    await backend.ensure_group(stream, "g")
+    await js.publish(backend.subject(stream), b'{"a": 1}', headers={"Status": "404"})
+    got = await read_until(backend, stream, "g", "c", 1, timeout=5)
+    assert [m.data for m in got] == [{"a": 1}]
