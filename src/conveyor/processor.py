@@ -395,6 +395,7 @@ class StreamProcessor:
                     start=self.start_position,
                     claim_idle=self.claim_idle,
                     max_deliveries=self.max_deliveries,
+                    consumer=self.consumer_name,
                 )
                 return
             except BrokerUnavailableError as exc:
@@ -425,6 +426,7 @@ class StreamProcessor:
                     start="earliest",
                     claim_idle=self.claim_idle,
                     max_deliveries=self.max_deliveries,
+                    consumer=self.consumer_name,
                 )
                 return
             except BackendError as again:

@@ -136,11 +136,14 @@ class StreamBackend(StreamStorageProtocol, Protocol):
         start: StartPosition = "earliest",
         claim_idle: float | None = None,
         max_deliveries: int | None = None,
+        consumer: str | None = None,
     ) -> None:
         """Create the group (and stream) if missing; an existing group is success.
 
-        It also re-arms the own-pending re-read (see `read`) of every consumer of this
-        group on this backend object: the engine calls it whenever a processor starts.
+        It also re-arms the own-pending re-read (see `read`) of `consumer` on this backend
+        object (of every consumer of the group when None): the engine calls it with its
+        consumer name whenever a processor starts, so a restarted consumer re-reads its
+        own pending entries without disturbing other consumers sharing the backend.
         `claim_idle` and `max_deliveries` are hints for brokers that enforce them
         themselves (JetStream's ack_wait and max_deliver); others ignore them.
         """

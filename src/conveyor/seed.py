@@ -78,6 +78,7 @@ class SeedStorageAdapter:
         start: StartPosition = "earliest",
         claim_idle: float | None = None,
         max_deliveries: int | None = None,
+        consumer: str | None = None,
     ) -> None:
         if start != "earliest":
             raise ConfigurationError(

@@ -69,3 +69,35 @@ async def test_processor_survives_killed_connections(
     assert sorted(set(seen.items)) == [0, 1]
     info = await backend.group_info(stream, "g")
     assert info.pending == 0
+
+
+async def test_processors_sharing_a_backend_start_without_disturbing_each_other(
+    backend: RedisBackend, stream: str
+) -> None:
+    """Starting a processor re-arms only its own consumer's pending re-read: others that
+    share the backend keep reading (a shared re-arm once crashed a running reader)."""
+    from conveyor import StreamProcessor
+    from conveyor.testing import wait_until
+
+    seen: list[int] = []
+
+    async def handle(payload: dict[str, Any]) -> None:
+        seen.append(payload["n"])
+
+    await backend.publish_many(stream, [{"n": i} for i in range(300)])
+    processors = []
+    for index in range(3):
+        processor = StreamProcessor(
+            backend, stream, "g", f"w{index}", batch_count=10, concurrency=4
+        )
+        processor.set_callback(handle)
+        await processor.start()
+        processors.append(processor)
+    try:
+        await wait_until(lambda: len(seen) >= 300, timeout=20)
+    finally:
+        for processor in processors:
+            await processor.stop()
+    assert sorted(seen) == list(range(300))
+    assert all(p.error is None for p in processors)
+    assert (await backend.group_info(stream, "g")).pending == 0

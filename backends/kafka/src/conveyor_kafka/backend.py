@@ -275,6 +275,7 @@ class KafkaBackend:
         start: StartPosition = "earliest",
         claim_idle: float | None = None,
         max_deliveries: int | None = None,
+        consumer: str | None = None,
     ) -> None:
         """Create the topic; a new group starts at the beginning or, for ``"latest"``, at
         the current end (committed for every partition, so later publishes are seen).

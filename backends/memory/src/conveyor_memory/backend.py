@@ -248,10 +248,15 @@ class MemoryBackend:
         start: StartPosition = "earliest",
         claim_idle: float | None = None,
         max_deliveries: int | None = None,
+        consumer: str | None = None,
     ) -> None:
         self._check_open()
         # a (re)starting consumer re-reads its own pending entries on its next read
-        self._started = {k for k in self._started if k[:2] != (stream, group)}
+        self._started = {
+            k
+            for k in self._started
+            if k[:2] != (stream, group) or (consumer is not None and k[2] != consumer)
+        }
         state = self.broker.stream(stream)
         if group not in state.groups:
             state.groups[group] = _Group(last_seq=0 if start == "earliest" else state.last_seq)

@@ -296,6 +296,7 @@ class NatsBackend:
         start: StartPosition = "earliest",
         claim_idle: float | None = None,
         max_deliveries: int | None = None,
+        consumer: str | None = None,
     ) -> None:
         """Create the stream and the group's durable pull consumer if missing.
 

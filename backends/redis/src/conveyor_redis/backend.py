@@ -216,18 +216,23 @@ class RedisBackend:
         start: StartPosition = "earliest",
         claim_idle: float | None = None,
         max_deliveries: int | None = None,
+        consumer: str | None = None,
     ) -> None:
         """``XGROUP CREATE ... MKSTREAM`` at ``0`` (earliest) or ``$`` (latest).
 
-        An existing group is success. Consumers of this group re-read their own pending
-        entries on their next `read`. On servers with ``XREADGROUP ... CLAIM`` (Redis 8.4+)
-        `claim_idle` makes `read` claim idle entries itself (and `claim_stale` return
-        nothing for this group).
+        An existing group is success. `consumer` (every consumer of the group when None)
+        re-reads its own pending entries on its next `read`. On servers with
+        ``XREADGROUP ... CLAIM`` (Redis 8.4+) `claim_idle` makes `read` claim idle entries
+        itself (and `claim_stale` return nothing for this group).
         """
         self._check_open()
         if claim_idle is not None:
             self._claim_idle[(stream, group)] = max(1, int(claim_idle * 1000))
-        for started in [k for k in self._started if k[0] == stream and k[1] == group]:
+        for started in [
+            k
+            for k in self._started
+            if k[:2] == (stream, group) and (consumer is None or k[2] == consumer)
+        ]:
             self._started.discard(started)
             self._recovering.pop(started, None)
         position = "0" if start == "earliest" else "$"
@@ -311,7 +316,9 @@ class RedisBackend:
         stream, group, consumer = state
         key = self._key(stream)
         while True:
-            cursor = self._recovering[state]
+            cursor = self._recovering.get(state)
+            if cursor is None:  # re-armed or finished by a concurrent call meanwhile
+                return []
             pipe = self._reader.pipeline(transaction=False)
             pipe.execute_command(
                 "XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", key, cursor
@@ -321,7 +328,7 @@ class RedisBackend:
             reply, pending = await self._execute(pipe, f"XREADGROUP on {stream!r}")
             entries = reply[0][1] if reply else []
             if not entries:
-                del self._recovering[state]
+                self._recovering.pop(state, None)
                 return []
             self._recovering[state] = entries[-1][0]
             counts = {row[0]: int(row[3]) for row in pending}
