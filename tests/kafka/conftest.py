@@ -9,6 +9,7 @@ the session (only names carrying the tests' prefixes).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -19,7 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 import conveyor
 from conveyor.options import split_options
-from conveyor.testing.servers import ServerSpec, find_server
+from conveyor.testing.servers import KAFKA as SHARED_KAFKA
+from conveyor.testing.servers import find_server
 from conveyor_kafka import KafkaBackend, KafkaSettings
 from conveyor_kafka.testing import tansu_broker
 
@@ -29,21 +31,8 @@ TEST_PREFIXES = ("kt-", "conf_3a", "events_3abot-", "a.b-c_5fd-", "with_20space"
 OpenKafka = Callable[..., Awaitable[KafkaBackend]]
 
 
-def _container() -> tuple[Any, Callable[[Any], str]]:
-    from testcontainers.community.kafka import KafkaContainer
-
-    return KafkaContainer(), lambda started: f"kafka://{started.get_bootstrap_server()}"
-
-
-KAFKA = ServerSpec(
-    "Kafka",
-    "CONVEYOR_TEST_KAFKA_URL",
-    "127.0.0.1",
-    9092,
-    "kafka://127.0.0.1:9092",
-    launcher=tansu_broker,
-    container=_container,
-)
+#: The shared spec, with Tansu started locally before falling back to a container.
+KAFKA = dataclasses.replace(SHARED_KAFKA, launcher=tansu_broker)
 
 
 async def _delete_test_topics(url: str) -> None:

@@ -21,10 +21,8 @@ import pytest
 import pytest_asyncio
 
 import nats
-from conveyor.testing.servers import ServerSpec, find_server, port_open, unavailable
+from conveyor.testing.servers import NATS, find_server, port_open, unavailable
 from conveyor_nats import NatsBackend, open_backend
-
-NATS = ServerSpec("NATS", "CONVEYOR_TEST_NATS_URL", "127.0.0.1", 4222, "nats://127.0.0.1:4222")
 
 OpenNats = Callable[..., Awaitable[NatsBackend]]
 

@@ -9,12 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from conveyor.options import split_options
-from conveyor.testing.servers import ServerSpec, find_server
+from conveyor.testing.servers import REDIS, find_server
 from conveyor_redis import RedisBackend, open_backend
-
-REDIS = ServerSpec(
-    "Redis", "CONVEYOR_TEST_REDIS_URL", "127.0.0.1", 6379, "redis://127.0.0.1:6379/0"
-)
 
 #: Every key a test run creates starts with this (deleted after each test).
 KEY_PREFIX = f"conveyor-test-{uuid.uuid4().hex[:8]}:"

@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-__all__ = ["ServerSpec", "find_server", "in_ci", "port_open", "unavailable"]
+__all__ = [
+    "KAFKA",
+    "NATS",
+    "REDIS",
+    "ServerSpec",
+    "find_server",
+    "in_ci",
+    "port_open",
+    "unavailable",
+]
 
 Launcher = Callable[[], contextlib.AbstractContextManager[str]]
 
@@ -108,3 +117,54 @@ def find_server(spec: ServerSpec) -> Iterator[str]:
         f"no {spec.name} server: set {spec.env_var}, start one on {spec.host}:{spec.port},"
         " or make a Docker engine available for testcontainers"
     )
+
+
+def _redis_container() -> tuple[Any, Callable[[Any], str]]:
+    from testcontainers.community.redis import RedisContainer
+
+    def url(started: Any) -> str:
+        return f"redis://{started.get_container_host_ip()}:{started.get_exposed_port(6379)}/0"
+
+    return RedisContainer("redis:7"), url
+
+
+def _nats_container() -> tuple[Any, Callable[[Any], str]]:
+    from testcontainers.community.nats import NatsContainer
+
+    return NatsContainer("nats:2", jetstream=True), lambda started: str(started.nats_uri())
+
+
+def _kafka_container() -> tuple[Any, Callable[[Any], str]]:
+    from testcontainers.community.kafka import KafkaContainer
+
+    return KafkaContainer(), lambda started: f"kafka://{started.get_bootstrap_server()}"
+
+
+#: Redis: ``CONVEYOR_TEST_REDIS_URL``, else 127.0.0.1:6379, else a ``redis:7`` container.
+REDIS = ServerSpec(
+    "Redis",
+    "CONVEYOR_TEST_REDIS_URL",
+    "127.0.0.1",
+    6379,
+    "redis://127.0.0.1:6379/0",
+    container=_redis_container,
+)
+#: NATS with JetStream: ``CONVEYOR_TEST_NATS_URL``, else 127.0.0.1:4222, else a container.
+NATS = ServerSpec(
+    "NATS",
+    "CONVEYOR_TEST_NATS_URL",
+    "127.0.0.1",
+    4222,
+    "nats://127.0.0.1:4222",
+    container=_nats_container,
+)
+#: Kafka: ``CONVEYOR_TEST_KAFKA_URL``, else 127.0.0.1:9092, else a container (the Kafka
+#: backend's tests add a Tansu launcher before the container with `dataclasses.replace`).
+KAFKA = ServerSpec(
+    "Kafka",
+    "CONVEYOR_TEST_KAFKA_URL",
+    "127.0.0.1",
+    9092,
+    "kafka://127.0.0.1:9092",
+    container=_kafka_container,
+)
