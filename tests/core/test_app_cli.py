@@ -222,3 +222,30 @@ def test_cli_bench_verifies_its_own_results(tmp_path: Path) -> None:
     ]
     assert all(r["verified"] for r in rows)
     assert rows[-1]["messages"] == 100
+
+
+async def test_cli_inspect_shows_pending_lag_and_dead_letters(memory: MemoryBackend) -> None:
+    await memory.publish_many("jobs", [{"n": i} for i in range(5)])
+    await memory.ensure_group("jobs", "workers")
+    got = await memory.read("jobs", "workers", "w1", count=3, block=None)
+    await memory.ack("jobs", "workers", got[:1])
+    await memory.dead_letter(
+        "jobs",
+        "workers",
+        got[1],
+        dead_letter_stream="jobs.dead",
+        record={
+            "original": got[1].data,
+            "error_type": "ValueError",
+            "error": "bad job",
+            "delivery_count": 5,
+            "original_id": got[1].id,
+        },
+    )
+    url = f"memory://{memory.settings.name}"
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["inspect", url, "jobs", "workers"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "jobs │ workers │ 5 │ 1 │ 2" in out  # length, pending, lag
+    assert "w1 │ 1" in out
+    assert "ValueError: bad job" in out
