@@ -37,7 +37,7 @@ fmt: setup  ## format
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup  ## benchmarks against raw clients and peers (ARGS=--quick; see docs/benchmarks.md)
+bench: $(UV)  ## benchmarks vs raw clients, FastStream, the old loop (ARGS=--quick; docs/benchmarks.md)
 	UV_PYTHON_DOWNLOADS=never $(UV) sync --all-packages --locked --group bench --python $(PYTHON)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
