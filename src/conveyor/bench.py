@@ -95,9 +95,12 @@ async def measure_consume(
     await preload(backend, stream, n, size=size)
     handled = 0
     done = asyncio.Event()
+    started = 0.0
 
     async def handler(payload: dict[str, Any]) -> None:
-        nonlocal handled
+        nonlocal handled, started
+        if not started:  # the clock starts at the first message: group joins excluded
+            started = time.perf_counter()
         if io_seconds:
             await asyncio.sleep(io_seconds)
         handled += 1
@@ -114,7 +117,6 @@ async def measure_consume(
         claim_idle=300.0,
     )
     processor.set_callback(handler)
-    started = time.perf_counter()
     async with processor:
         await asyncio.wait_for(done.wait(), timeout)
     seconds = time.perf_counter() - started  # includes the final ack flush in stop()
