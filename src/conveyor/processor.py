@@ -163,6 +163,9 @@ class StreamProcessor:
         self._state = "idle"  # idle -> running -> stopping -> idle
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: set[asyncio.Task[None]] = set()
+        # loops stop() handles one by one; the supervisor watches all of self._tasks
+        self._fetchers: list[asyncio.Task[None]] = []  # reader and retry timer
+        self._acker: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._crash: BaseException | None = None
         # messages this consumer holds: buffered, in a handler, or waiting for a retry
@@ -251,9 +254,11 @@ class StreamProcessor:
         self._crash = None
         self._room.set()
         self._acks_idle.set()
-        self._spawn(self._read_loop(), "reader")
-        self._spawn(self._ack_loop(), "acker")
-        self._spawn(self._retry_loop(), "retries")
+        self._fetchers = [
+            self._spawn(self._read_loop(), "reader"),
+            self._spawn(self._retry_loop(), "retries"),
+        ]
+        self._acker = self._spawn(self._ack_loop(), "acker")
         self._spawn(self._maintenance_loop(), "maintenance")
         for index in range(self.concurrency):
             self._workers.add(self._spawn(self._worker(), f"worker-{index}"))
@@ -312,9 +317,8 @@ class StreamProcessor:
             raise RuntimeError(f"{self!r} crashed: {self._crash!r}") from self._crash
 
     async def _shutdown(self) -> None:
-        for task in list(self._tasks - self._workers):
-            if task.get_name().endswith(":reader") or task.get_name().endswith(":retries"):
-                task.cancel()
+        for task in self._fetchers:
+            task.cancel()
         self._inbox_ready.set()  # wake idle workers so they see the stop
         workers = list(self._workers)
         if workers:
@@ -345,8 +349,7 @@ class StreamProcessor:
         self._ack_ready.set()
         deadline = self.clock.monotonic() + max(self.shutdown_timeout, 1.0)
         while (self._to_ack or not self._acks_idle.is_set()) and self.clock.monotonic() < deadline:
-            acker = [t for t in self._tasks if t.get_name().endswith(":acker") and not t.done()]
-            if not acker:
+            if self._acker is None or self._acker.done():
                 break
             self._ack_ready.set()
             try:
