@@ -83,22 +83,23 @@ async def backend_loop(
 ) -> BenchResult:
     """Diagnostic: ``read(100)`` + awaited handler + ``ack(batch)`` in a plain loop."""
     await preload(backend, stream, n)
-    await backend.ensure_group(stream, "loop")
+    session = await backend.open_consumer(stream, "loop", "bench-1")
     tally = Tally(n)
 
     async def handler(payload: dict[str, Any]) -> None:
         pass
 
     while tally.count < n:
-        batch = await backend.read(stream, "loop", "bench-1", count=BATCH, block=1.0)
+        batch = await session.read(count=BATCH, block=1.0)
         if not batch:
             continue
         if not tally.count:
             tally.hit(0)
         for message in batch:
             await handler(message.data)
-        await backend.ack(stream, "loop", batch)
+        await session.ack(batch)
         tally.hit(len(batch))
+    await session.aclose()
     seconds = tally.elapsed()
     ok = await asyncio.wait_for(settled(inspector, stream, "loop"), 60)
     return result("conveyor backend loop (no engine)", label, tally, seconds, ok)

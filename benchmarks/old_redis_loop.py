@@ -1,6 +1,6 @@
 """A faithful small re-implementation of the old Redis-only module's consumer loop.
 
-What it did (DESIGN §2, docs/migrating.md): ``XREADGROUP COUNT 10`` without blocking,
+What it did (docs/migrating.md): ``XREADGROUP COUNT 10`` without blocking,
 values decoded with the ``json:``-prefix field codec, the handler called for one message
 at a time, one awaited ``XACK`` per message, ``poll_interval`` slept after an empty read,
 ``"NOGROUP"`` matched in exception text, a fixed 5 s sleep after any other error. Its flaws

@@ -97,7 +97,7 @@ def _peak_kib() -> int:
 
 async def _drain(url: str, stream: str, n: int) -> dict[str, Any]:
     async with conveyor.connect(url) as backend:
-        await backend.ensure_group(stream, "rss")
+        await backend.create_group(stream, "rss")
         start_rss = _peak_kib()
         tally = Tally(n)
 

@@ -15,11 +15,12 @@ async with conveyor.connect("memory://") as backend:
 from conveyor.app import App
 from conveyor.errors import ConveyorError
 from conveyor.message import Message
-from conveyor.processor import StreamProcessor
+from conveyor.processor import ProcessorOptions, StreamProcessor
 from conveyor.producer import Producer
 from conveyor.protocol import (
     Capabilities,
     ConsumerInfo,
+    ConsumerSession,
     GroupInfo,
     StreamBackend,
     StreamStorageProtocol,
@@ -34,9 +35,11 @@ __all__ = [
     "App",
     "Capabilities",
     "ConsumerInfo",
+    "ConsumerSession",
     "ConveyorError",
     "GroupInfo",
     "Message",
+    "ProcessorOptions",
     "ProcessorStats",
     "Producer",
     "Router",

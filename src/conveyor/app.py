@@ -13,7 +13,6 @@ async def handle(payload: dict) -> None: ...
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 
 from conveyor.handlers import bind_handler
 from conveyor.naming import default_consumer_name
-from conveyor.processor import StreamProcessor
+from conveyor.processor import ProcessorOptions, StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
 
@@ -30,12 +29,6 @@ __all__ = ["App", "HandlerSpec"]
 log = logging.getLogger("conveyor.app")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-_PROCESSOR_OPTIONS = frozenset(
-    name
-    for name, param in inspect.signature(StreamProcessor.__init__).parameters.items()
-    if name not in {"self", "storage", "stream_name", "consumer_group_name", "consumer_name"}
-)
 
 
 @dataclass(frozen=True)
@@ -80,12 +73,7 @@ class App:
         **options: Any,
     ) -> None:
         """Register `handler` for `stream` (see `handler`)."""
-        unknown = sorted(set(options) - _PROCESSOR_OPTIONS)
-        if unknown:
-            raise TypeError(
-                f"unknown processor option(s) {', '.join(unknown)}; valid:"
-                f" {', '.join(sorted(_PROCESSOR_OPTIONS))}"
-            )
+        ProcessorOptions.from_mapping(options)  # refuse unknown or bad options early
         bind_handler(handler, message=options.get("message"))  # refuse non-async early
         group = group or self.name
         for spec in self._specs:

@@ -152,13 +152,13 @@ async def measure_publish(
         for first in range(0, n, batch):
             await backend.publish_many(stream, payloads[first : first + batch])
     seconds = time.perf_counter() - started
-    await backend.ensure_group(stream, "verify")
     seen = 0
     deadline = time.monotonic() + 120
-    while seen < n and time.monotonic() < deadline:
-        got = await backend.read(stream, "verify", "v", count=1000, block=0.5)
-        seen += len(got)
-        await backend.ack(stream, "verify", got)
+    async with backend.open_consumer(stream, "verify", "v") as session:
+        while seen < n and time.monotonic() < deadline:
+            got = await session.read(count=1000, block=0.5)
+            seen += len(got)
+            await session.ack(got)
     name = "publish one by one" if batch is None else f"publish_many x{batch}"
     return BenchResult(name, label, n, seconds, rate=n / seconds, verified=seen == n)
 

@@ -12,6 +12,7 @@ ConveyorError
 │   └── ConfigConflictError       an existing broker object differs from what was asked
 ├── PayloadError                  a payload conveyor cannot carry
 │   ├── UnserializablePayloadError  publish of a value that does not survive JSON
+│   ├── InvalidHeaderError        a header name or value no broker can carry (ValueError)
 │   └── DecodeError               a stored entry that cannot be decoded
 ├── BackendClosedError            an operation on a closed backend
 └── AppLoadError                  `module:app` could not be imported / is not an App
@@ -34,6 +35,7 @@ __all__ = [
     "ConveyorError",
     "DecodeError",
     "GroupNotFoundError",
+    "InvalidHeaderError",
     "PayloadError",
     "UnknownSchemeError",
     "UnserializablePayloadError",
@@ -101,6 +103,11 @@ class UnserializablePayloadError(PayloadError, TypeError):
 
     The message names the offending key path.
     """
+
+
+class InvalidHeaderError(PayloadError, ValueError):
+    """Raised by `publish()` for a header that is not a str → str pair every backend can
+    carry, or whose name is reserved (``conveyor-*``, ``nats-*``). The message names it."""
 
 
 class DecodeError(PayloadError):

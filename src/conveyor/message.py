@@ -26,6 +26,8 @@ class Message:
         raw: The undecoded entry, kept for dead letters of undecodable messages.
         handle: Backend-private delivery handle (e.g. a JetStream message); not part of
             equality or repr.
+        headers: The message's headers (str → str), as published; empty when none.
+            They survive retries, claims and dead letters.
     """
 
     id: str
@@ -36,3 +38,4 @@ class Message:
     decode_error: str | None = None
     raw: Any = field(default=None, repr=False, compare=False)
     handle: Any = field(default=None, repr=False, compare=False)
+    headers: dict[str, str] = field(default_factory=dict)

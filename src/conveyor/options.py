@@ -12,37 +12,70 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote
 
 from conveyor.errors import ConfigurationError
 
-__all__ = ["option_names", "parse_url_options", "redact_url", "split_options"]
+__all__ = [
+    "is_secret_option",
+    "option_names",
+    "parse_url_options",
+    "redact_url",
+    "split_options",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+#: Last ``_``-separated word of an option name whose value is a secret.
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "token", "secret", "key", "nkey", "seed"})
+
+
+def is_secret_option(name: str) -> bool:
+    """True for option names whose values must never be shown (``sasl_*``, ``*_password``,
+    ``token``, ``*_secret``, ``*_key``...)."""
+    low = name.lower()
+    return low.startswith("sasl_") or low.rsplit("_", 1)[-1] in _SECRET_WORDS
+
+
 def redact_url(url: str) -> str:
-    """Return `url` with any password (or token user) replaced by ``***``."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user, sep, _password = userinfo.partition(":")
-    safe_user = f"{user}:***" if sep else "***"
-    return urlunsplit(parts._replace(netloc=f"{safe_user}@{hosts}", query=""))
+    """Return `url` safe to show: the password (or a lone token user) and the values of
+    secret query options (`is_secret_option`) replaced by ``***``."""
+    base, sep, query = url.partition("?")
+    scheme, colon, rest = base.partition("://")
+    if colon:
+        netloc, slash, path = rest.partition("/")
+        if "@" in netloc:
+            userinfo, _, hosts = netloc.rpartition("@")
+            user, has_password, _ = userinfo.partition(":")
+            safe_user = f"{user}:***" if has_password else "***"
+            base = f"{scheme}://{safe_user}@{hosts}{slash}{path}"
+    if not sep:
+        return base
+    pairs = []
+    for part in query.split("&"):
+        name, eq, _value = part.partition("=")
+        pairs.append(f"{name}=***" if eq and is_secret_option(unquote(name)) else part)
+    return f"{base}?{'&'.join(pairs)}"
 
 
 def split_options(url: str) -> tuple[str, dict[str, str]]:
-    """Split a URL into its base (no query string) and its query options."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
+    """Split a URL into its base (no query string, as written) and its query options.
+
+    The base keeps its ``//`` even with an empty host (``memory://?maxlen=5`` gives
+    ``memory://``), which re-assembling the parsed parts would drop.
+    """
+    base, _, rest = url.partition("?")
+    query = rest.partition("#")[0]
+    base = base.partition("#")[0]
+    pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
     options: dict[str, str] = {}
     for key, value in pairs:
         if key in options:
             raise ConfigurationError(f"option {key!r} given twice in the URL")
         options[key] = value
-    return urlunsplit(parts._replace(query="")), options
+    return base, options
 
 
 def option_names(settings_cls: type[Any], exclude: Iterable[str] = ()) -> list[str]:

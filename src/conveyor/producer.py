@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from conveyor.protocol import StreamBackend
@@ -36,9 +36,17 @@ class Producer:
         payload[self.type_field] = event_type
         return payload
 
-    async def add_event(self, event_type: str, data: dict[str, Any] | None = None) -> str:
-        """Publish `data` with ``type=event_type``; return the message id."""
-        return await self.backend.publish(self.stream, self._payload(event_type, data))
+    async def add_event(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Publish `data` with ``type=event_type`` (and `headers`); return the message id."""
+        return await self.backend.publish(
+            self.stream, self._payload(event_type, data), headers=headers
+        )
 
     async def add_events(
         self, events: Iterable[tuple[str, dict[str, Any] | None]]

@@ -8,13 +8,13 @@ query string and `options` holds the query options merged with `connect()`'s key
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from conveyor.errors import BackendNotInstalledError, ConfigurationError, UnknownSchemeError
+from conveyor.opening import Opening
 from conveyor.options import redact_url, split_options
 from conveyor.protocol import StreamBackend
 
@@ -91,35 +91,7 @@ async def _open(url: str, options: dict[str, Any]) -> StreamBackend:
     return await factory(base, merged)
 
 
-class _Connection:
-    """Result of `connect()`: await it for a backend, or use it with ``async with``."""
-
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
-        self._url = url
-        self._options = options
-        self._backend: StreamBackend | None = None
-
-    def __await__(self) -> Generator[Any, None, StreamBackend]:
-        return _open(self._url, self._options).__await__()
-
-    async def __aenter__(self) -> StreamBackend:
-        self._backend = await _open(self._url, self._options)
-        return self._backend
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._backend is not None:
-            await self._backend.aclose()
-
-    def __repr__(self) -> str:
-        return f"<conveyor.connect {redact_url(self._url)!r}>"
-
-
-def connect(url: str, **options: Any) -> _Connection:
+def connect(url: str, **options: Any) -> Opening[StreamBackend]:
     """Open the backend for `url`.
 
     ``backend = await connect(url)`` or ``async with connect(url) as backend:``.
@@ -130,4 +102,4 @@ def connect(url: str, **options: Any) -> _Connection:
         BackendNotInstalledError: the scheme is known but its package is missing.
         ConfigurationError: an unknown or invalid option.
     """
-    return _Connection(url, options)
+    return Opening(lambda: _open(url, options), f"conveyor.connect {redact_url(url)!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import os
 import signal
@@ -20,6 +21,7 @@ import conveyor
 from conveyor.app import App
 from conveyor.cli import main
 from conveyor.demo import run_demo
+from conveyor.errors import ConfigurationError
 from conveyor.naming import default_consumer_name
 from conveyor.testing import run_until_idle, wait_until
 from conveyor_memory import MemoryBackend
@@ -62,7 +64,7 @@ def test_app_rejects_bad_registrations() -> None:
     async def handler(payload: dict[str, Any]) -> None:
         return None
 
-    with pytest.raises(TypeError, match="unknown processor option"):
+    with pytest.raises(ConfigurationError, match="unknown processor option"):
         app.add_handler("s", handler, concurency=3)
     app.add_handler("s", handler)
     with pytest.raises(ValueError, match="Router"):
@@ -170,9 +172,11 @@ def test_public_api_is_exactly_this() -> None:
             "App",
             "Capabilities",
             "ConsumerInfo",
+            "ConsumerSession",
             "ConveyorError",
             "GroupInfo",
             "Message",
+            "ProcessorOptions",
             "ProcessorStats",
             "Producer",
             "Router",
@@ -185,6 +189,47 @@ def test_public_api_is_exactly_this() -> None:
     )
     for name in conveyor.__all__:
         assert getattr(conveyor, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (
+            "conveyor.base",
+            [
+                "SEED_CONSUMER",
+                "SEED_MEMORY",
+                "BaseBackend",
+                "BaseSession",
+                "ConsumerOptions",
+                "check_name",
+            ],
+        ),
+        ("conveyor.errormap", ["ErrorMap", "Rule"]),
+        (
+            "conveyor.headers",
+            ["RESERVED_PREFIXES", "Headers", "check_headers", "check_headers_list"],
+        ),
+        (
+            "conveyor.processor",
+            ["ErrorHook", "ProcessorOptions", "StreamProcessor", "dead_letter_stream_for"],
+        ),
+        (
+            "conveyor.testing",
+            [
+                "FakeClock",
+                "Features",
+                "HandlerErrors",
+                "dead_letters",
+                "run_until_idle",
+                "wait_until",
+            ],
+        ),
+    ],
+)
+def test_extension_modules_export_exactly_this(module: str, names: list[str]) -> None:
+    imported = importlib.import_module(module)
+    assert sorted(imported.__all__) == sorted(names)
 
 
 async def test_run_until_idle_requires_a_started_processor(memory: MemoryBackend) -> None:
@@ -226,12 +271,10 @@ def test_cli_bench_verifies_its_own_results(tmp_path: Path) -> None:
 
 async def test_cli_inspect_shows_pending_lag_and_dead_letters(memory: MemoryBackend) -> None:
     await memory.publish_many("jobs", [{"n": i} for i in range(5)])
-    await memory.ensure_group("jobs", "workers")
-    got = await memory.read("jobs", "workers", "w1", count=3, block=None)
-    await memory.ack("jobs", "workers", got[:1])
-    await memory.dead_letter(
-        "jobs",
-        "workers",
+    session = await memory.open_consumer("jobs", "workers", "w1")
+    got = await session.read(count=3, block=None)
+    await session.ack(got[:1])
+    await session.dead_letter(
         got[1],
         dead_letter_stream="jobs.dead",
         record={

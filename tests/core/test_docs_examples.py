@@ -6,6 +6,7 @@ import runpy
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,29 @@ def test_user_test_example_passes() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def _hooks() -> Any:
+    return runpy.run_path(str(EXAMPLES.parent / "hooks.py"))
+
+
+@pytest.mark.parametrize(
+    ("html", "found"),
+    [
+        ('<pre><code>--8 &lt; --"examples/first_app.py"</code></pre>', ["--8 < --"]),
+        ('<p><span>--8&lt;--</span> "x.py"</p>', ["--8<--"]),
+        ("<pre><code>import conveyor\napp = conveyor.App()</code></pre>", []),
+        ("<p>a -- b &lt; c</p>", []),
+    ],
+)
+def test_docs_build_hook_finds_include_markers_left_in_pages(html: str, found: list[str]) -> None:
+    assert _hooks()["find_include_markers"](html) == found
+
+
+def test_built_pages_contain_every_included_example() -> None:
+    """The pages that include examples show them (the strict build runs the hook)."""
+    for page in ("quickstart.md", "testing.md", "writing-a-backend.md"):
+        text = (EXAMPLES.parent / page).read_text()
+        for line in text.splitlines():
+            if "8<--" in line or "8 <" in line:
+                assert line.startswith('--8<-- "'), (page, line)

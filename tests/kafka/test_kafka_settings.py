@@ -12,18 +12,23 @@ from conveyor_kafka import KafkaSettings, stream_name, topic_name
 def test_public_api() -> None:
     assert sorted(conveyor_kafka.__all__) == sorted(
         [
-            "open_backend",
-            "KafkaBackend",
-            "KafkaSettings",
             "CAPABILITIES",
-            "topic_name",
+            "KafkaBackend",
+            "KafkaSession",
+            "KafkaSettings",
+            "open_backend",
             "stream_name",
+            "topic_name",
         ]
     )
     caps = conveyor_kafka.CAPABILITIES
-    assert (caps.redelivery, caps.claim, caps.ordering) == ("engine", "broker", "partition")
-    assert caps.contiguous_ack
-    assert not caps.exact_delivery_count
+    assert (caps.name, caps.redelivery, caps.claim, caps.blocking_read) == (
+        "kafka",
+        "engine",
+        "broker",
+        True,
+    )
+    assert conveyor_kafka.KafkaBackend.capabilities is caps
 
 
 def test_hosts_ports_and_defaults() -> None:
@@ -32,6 +37,7 @@ def test_hosts_ports_and_defaults() -> None:
     assert settings.partitions == 1
     assert settings.idempotent is True
     assert settings.security_protocol == "PLAINTEXT"
+    assert settings.group_ids == "per_stream"
 
 
 def test_query_options_are_converted() -> None:
@@ -122,3 +128,25 @@ def test_topic_name_limits() -> None:
         topic_name("")
     with pytest.raises(ConfigurationError):
         topic_name(":" * 100)
+
+
+@pytest.mark.parametrize(
+    ("group", "stream", "group_id"),
+    [
+        ("billing", "orders", "billing:orders"),
+        ("billing", "events:bot", "billing:events_3abot"),
+        ("a:b", "c", "a:b:c"),  # the topic never holds ':', so the split is unambiguous
+        ("a", "b:c", "a:b_3ac"),
+    ],
+)
+def test_group_ids_are_per_stream_by_default(group: str, stream: str, group_id: str) -> None:
+    settings = KafkaSettings.from_url("kafka://h", {})
+    assert settings.group_id(group, stream) == group_id
+    assert group_id.rpartition(":") == (group, ":", topic_name(stream))
+
+
+def test_group_ids_as_is_keep_the_group_name() -> None:
+    settings = KafkaSettings.from_url("kafka://h", {"group_ids": "as_is"})
+    assert settings.group_id("billing", "orders") == "billing"
+    with pytest.raises(ConfigurationError, match="per_stream"):
+        KafkaSettings.from_url("kafka://h", {"group_ids": "global"})

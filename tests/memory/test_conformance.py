@@ -8,10 +8,12 @@ import pytest
 
 import conveyor
 from conveyor.protocol import StreamBackend
+from conveyor.testing import Features
 from conveyor.testing.conformance import BackendConformance, OpenBackend
 
 
 class TestMemoryConformance(BackendConformance):
+    features = Features(durable=False)
     claim_idle = 0.3
     timeout = 5.0
 

@@ -1,11 +1,14 @@
-"""Fixtures for the NATS JetStream backend tests: a server URL and per-test name prefixes.
+"""Fixtures for the NATS JetStream backend tests: a server URL, per-test name prefixes,
+and private nats-server processes (`start_nats`) that tests may kill and restart.
 
 Every test gets its own ``stream_prefix``/``subject_prefix`` so the JetStream streams it
-creates (dead-letter streams included) can be found and deleted afterwards.
+creates (dead-letter streams included) can be found and deleted afterwards. The shared
+server (127.0.0.1:4222 or ``CONVEYOR_TEST_NATS_URL``) is never stopped or restarted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -21,17 +24,10 @@ import pytest
 import pytest_asyncio
 
 import nats
-from conveyor.testing.servers import NATS, find_server, port_open, unavailable
+from conveyor.testing.servers import port_open, unavailable
 from conveyor_nats import NatsBackend, open_backend
 
 OpenNats = Callable[..., Awaitable[NatsBackend]]
-
-
-@pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
-    """URL of the NATS server under test (skips, or fails under CI=true, without one)."""
-    with find_server(NATS) as url:
-        yield url
 
 
 @pytest.fixture
@@ -78,6 +74,10 @@ async def open_nats(
         await backend.aclose()
 
 
+#: Backend options for a server that a test kills: notice and recover within a second.
+OUTAGE_OPTIONS = {"reconnect_wait": "0.2", "request_timeout": "1", "group_check_interval": "1"}
+
+
 class LocalNats:
     """A nats-server process a test owns: started, and killed by its PID only."""
 
@@ -104,6 +104,16 @@ class LocalNats:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
+
+    async def restart(self) -> None:
+        """Kill the server and start it again on the same port and store; returns once it
+        accepts connections (the event loop runs meanwhile)."""
+        await asyncio.to_thread(self.kill)
+        await asyncio.to_thread(self.start)
+
+    async def open_backend(self, **options: str) -> NatsBackend:
+        """A backend on this server that notices an outage quickly (`OUTAGE_OPTIONS`)."""
+        return await open_backend(self.url, {**OUTAGE_OPTIONS, **options})
 
 
 StartNats = Callable[..., LocalNats]

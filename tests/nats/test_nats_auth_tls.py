@@ -20,11 +20,11 @@ _FAST = {"connect_timeout": "0.5", "reconnect_wait": "0.2"}
 
 async def _round_trip(backend: NatsBackend) -> None:
     try:
-        await backend.ensure_group("auth:check", "g")
-        msg_id = await backend.publish("auth:check", {"ok": True})
-        got = await backend.read("auth:check", "g", "c", count=1, block=2.0)
-        assert [(m.id, m.data) for m in got] == [(msg_id, {"ok": True})]
-        await backend.ack("auth:check", "g", got)
+        async with backend.open_consumer("auth:check", "g", "c") as session:
+            msg_id = await backend.publish("auth:check", {"ok": True})
+            got = await session.read(count=1, block=2.0)
+            assert [(m.id, m.data) for m in got] == [(msg_id, {"ok": True})]
+            await session.ack(got)
     finally:
         await backend.aclose()
 

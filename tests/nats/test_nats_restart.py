@@ -16,16 +16,10 @@ from typing import Any
 import pytest
 
 from conveyor.errors import BrokerUnavailableError, GroupNotFoundError
-from conveyor_nats import NatsBackend, open_backend
 
 StartNats = Callable[..., Any]  # the start_nats fixture of conftest.py
 
 pytestmark = pytest.mark.slow
-
-
-async def _retrying_open(url: str) -> NatsBackend:
-    options = {"reconnect_wait": "0.2", "request_timeout": "1", "group_check_interval": "1"}
-    return await open_backend(url, options)
 
 
 async def test_server_restart_under_load_loses_nothing(
@@ -35,9 +29,9 @@ async def test_server_restart_under_load_loses_nothing(
     caplog.set_level(logging.WARNING, logger="conveyor.nats")
     total = 3000
     stream, group = "load:restart", "workers"
-    producer = await _retrying_open(local_nats.url)
-    consumer = await _retrying_open(local_nats.url)
-    await consumer.ensure_group(stream, group, claim_idle=2.0)
+    producer = await local_nats.open_backend()
+    consumer = await local_nats.open_backend()
+    session = await consumer.open_consumer(stream, group, "c", claim_idle=2.0)
     published: set[int] = set()
     handled: collections.Counter[int] = collections.Counter()
     outages = {"publish": 0, "read": 0}
@@ -58,17 +52,19 @@ async def test_server_restart_under_load_loses_nothing(
             await asyncio.sleep(0.0005)
 
     async def consume() -> None:
+        nonlocal session
         while len(handled) < total:
             try:
-                messages = await consumer.read(stream, group, "c", count=100, block=0.5)
+                messages = await session.read(count=100, block=0.5)
                 for message in messages:
                     handled[message.data["n"]] += 1
-                await consumer.ack(stream, group, messages)
+                await session.ack(messages)
             except BrokerUnavailableError:
                 outages["read"] += 1
                 await asyncio.sleep(0.2)
-            except GroupNotFoundError:  # what the engine does: recreate and go on
-                await consumer.ensure_group(stream, group, claim_idle=2.0)
+            except GroupNotFoundError:  # what the engine does: a new session recreates it
+                await session.aclose()
+                session = await consumer.open_consumer(stream, group, "c", claim_idle=2.0)
 
     tasks = [asyncio.ensure_future(produce()), asyncio.ensure_future(consume())]
     try:
@@ -85,6 +81,7 @@ async def test_server_restart_under_load_loses_nothing(
     try:
         assert killed_at < total, "the server must die while messages are still being sent"
         assert outages["publish"] > 0, "publishing never noticed the outage"
+        assert outages["read"] > 0, "reading never noticed the outage"
         logged = [r.getMessage() for r in caplog.records if r.name == "conveyor.nats"]
         assert any(m.startswith("disconnected from NATS") for m in logged)
         assert any(m.startswith("reconnected to NATS") for m in logged)

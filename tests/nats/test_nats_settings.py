@@ -1,7 +1,8 @@
-"""Name mapping, URL settings and error mapping of conveyor_nats (no server needed)."""
+"""Name mapping, URL settings and the error table of conveyor_nats (no server needed)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import string
 
@@ -11,13 +12,14 @@ import pytest
 
 import conveyor_nats
 from conveyor.errors import (
+    BackendClosedError,
     BackendError,
     BrokerUnavailableError,
     ConfigConflictError,
     ConfigurationError,
     GroupNotFoundError,
 )
-from conveyor_nats import NatsSettings, escape_name, map_error, unescape_name
+from conveyor_nats import ERRORS, NatsSettings, escape_name, unescape_name
 
 # Characters JetStream refuses in stream/consumer names or subject tokens.
 _FORBIDDEN = set(">*. /\\\t\r\n") | set(string.whitespace)
@@ -52,10 +54,11 @@ def _random_name(rng: random.Random) -> str:
 def test_public_api() -> None:
     assert set(conveyor_nats.__all__) == {
         "CAPABILITIES",
+        "ERRORS",
         "NatsBackend",
+        "NatsSession",
         "NatsSettings",
         "open_backend",
-        "map_error",
         "escape_name",
         "unescape_name",
     }
@@ -172,17 +175,38 @@ def test_bad_urls_are_rejected_without_credentials(url: str) -> None:
         (nats.js.errors.BadRequestError(code=400, err_code=10058), ConfigConflictError),
         (nats.js.errors.BadRequestError(code=400, err_code=10148), ConfigConflictError),
         (nats.js.errors.BadRequestError(code=400, err_code=10065), ConfigConflictError),
+        (nats.js.errors.BadRequestError(code=400, err_code=10013), ConfigConflictError),
         (nats.js.errors.ServerError(code=500, err_code=10012), BackendError),
+        (nats.js.errors.NotFoundError(code=404, err_code=10037), BackendError),
         (nats.js.errors.ServiceUnavailableError(code=503), BrokerUnavailableError),
         (nats.js.errors.NoStreamResponseError(), GroupNotFoundError),
+        (nats.js.errors.TooManyStalledMsgsError(), BrokerUnavailableError),
         (nats.errors.NoRespondersError(), GroupNotFoundError),
         (nats.errors.TimeoutError(), BrokerUnavailableError),
         (nats.errors.ConnectionClosedError(), BrokerUnavailableError),
         (nats.errors.NoServersError(), BrokerUnavailableError),
+        (nats.errors.UnexpectedEOF(), BrokerUnavailableError),
+        (nats.errors.BadHeaderError(), BackendError),
+        (asyncio.TimeoutError(), BrokerUnavailableError),
         (ConnectionRefusedError(), BrokerUnavailableError),
     ],
 )
-def test_map_error_by_code_and_class(exc: Exception, expected: type[Exception]) -> None:
-    mapped = map_error(exc, "doing it")
+def test_errors_by_code_and_class(exc: Exception, expected: type[Exception]) -> None:
+    mapped = ERRORS.translate(exc, "doing it")
     assert type(mapped) is expected
     assert str(mapped).startswith("doing it")
+
+
+def test_api_errors_keep_their_code_and_description() -> None:
+    exc = nats.js.errors.NotFoundError(code=404, err_code=10059, description="stream not found")
+    assert "err_code=10059" in str(ERRORS.translate(exc, "read"))
+    assert "stream not found" in str(ERRORS.translate(exc, "read"))
+
+
+def test_mapping_raises_conveyor_errors_and_closed_after_close() -> None:
+    with pytest.raises(GroupNotFoundError), ERRORS.mapping("read"):
+        raise nats.js.errors.NotFoundError(code=404, err_code=10014)
+    with pytest.raises(BackendClosedError), ERRORS.mapping("read", closed=lambda: True):
+        raise nats.errors.ConnectionClosedError
+    with pytest.raises(KeyError), ERRORS.mapping("read"):  # not a client error: untouched
+        raise KeyError("x")

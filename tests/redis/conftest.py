@@ -1,26 +1,43 @@
-"""Fixtures for the Redis backend tests: a real server on 127.0.0.1, keys cleaned up."""
+"""Fixtures for the Redis backend tests.
+
+* The shared server (``redis_url``, 127.0.0.1:6379 unless ``CONVEYOR_TEST_REDIS_URL``
+  says otherwise) is only ever used through the run's key prefix: its keys are deleted
+  after each test, and nothing here restarts, flushes or stops it.
+* Servers the tests start themselves (`LocalRedis`: a restartable one, a TLS one, a
+  3-node cluster) each get a free 127.0.0.1 port and their own temporary directory, and
+  are stopped by their PID.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+import conveyor
 from conveyor.options import split_options
-from conveyor.testing.servers import REDIS, find_server
+from conveyor.protocol import StreamBackend
+from conveyor.testing.conformance import RestartableBroker
+from conveyor.testing.servers import unavailable
 from conveyor_redis import RedisBackend, open_backend
 
 #: Every key a test run creates starts with this (deleted after each test).
 KEY_PREFIX = f"conveyor-test-{uuid.uuid4().hex[:8]}:"
 
+#: ``requirepass`` of the TLS server (`tls_server`).
+TLS_PASSWORD = "tls-s3cret-pw"
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of the Redis server under test (skips, or fails under CI, without one)."""
-    with find_server(REDIS) as url:
-        yield url
+
+# -- the shared server -------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -82,3 +99,229 @@ def kill(raw: Redis, client_name: str) -> Killer:
         return killed
 
     return kill_connections
+
+
+@pytest.fixture
+def until_blocked(raw: Redis, client_name: str) -> Callable[..., Awaitable[None]]:
+    """``await until_blocked(count=1)``: wait until the server holds `count` blocked
+    ``XREADGROUP`` calls of the test backend's connections (named `client_name`)."""
+
+    async def wait(count: int = 1) -> None:
+        deadline = time.monotonic() + 5
+        while True:
+            blocked = [
+                c for c in await raw.client_list()
+                if c.get("name") == client_name and c.get("cmd") == "xreadgroup"
+                and "b" in c.get("flags", "")
+            ]  # fmt: skip
+            if len(blocked) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} blocked read(s) never showed up")
+            await asyncio.sleep(0.01)
+
+    return wait
+
+
+# -- servers the tests start themselves ------------------------------------------------
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A free 127.0.0.1 port (with `cluster_bus`: one whose bus port, +10000, is free too)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if not cluster_bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def _answers(port: int, *, ping: bool) -> bool:
+    """Whether 127.0.0.1:`port` accepts a connection (and, with `ping`, answers PONG:
+    not while it is still loading its data)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            if not ping:
+                return True
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class LocalRedis:
+    """A ``redis-server`` on 127.0.0.1:`port` with its own directory, started and stopped
+    here (by its PID) — never the shared server.
+
+    Args:
+        directory: Its ``--dir`` (data, AOF, cluster config).
+        port: The port it listens on (``--port``, or ``--tls-port`` with `tls`).
+        args: Further ``redis-server`` arguments.
+        tls: Listen with TLS only (readiness is then a TCP connect, not a PING).
+    """
+
+    def __init__(
+        self, directory: Path, port: int, args: Sequence[str] = (), *, tls: bool = False
+    ) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            unavailable("redis-server is not installed: cannot start a local Redis")
+        self.directory, self.port, self.tls = directory, port, tls
+        listen = ["--port", "0", "--tls-port", str(port)] if tls else ["--port", str(port)]
+        self.command = [server, *listen, "--bind", "127.0.0.1", "--dir", str(directory), *args]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start it; return once it answers.
+
+        Raises:
+            RuntimeError: it exited or did not answer within `timeout` seconds.
+        """
+        self._process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while not _answers(self.port, ping=not self.tls):
+            if self._process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited at start")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not answer")
+            time.sleep(0.02)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop it by its PID: SIGTERM (SIGKILL with `kill`, or when it lingers)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        """Kill it (SIGKILL: a crash) and start it again on the same port and directory."""
+        self.stop(kill=True)
+        self.start()
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableBroker]:
+    """A Redis the test may restart: own port and data directory, every write fsynced to
+    the AOF before it is confirmed (so confirmed writes survive a crash)."""
+    server = LocalRedis(
+        tmp_path, free_port(), ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    )
+    server.start()
+
+    async def open_one() -> StreamBackend:
+        return await conveyor.connect(server.url, key_prefix=KEY_PREFIX)
+
+    async def restart() -> None:
+        await asyncio.to_thread(server.restart)  # the event loop runs on meanwhile
+
+    try:
+        yield RestartableBroker(open_backend=open_one, restart=restart)
+    finally:
+        server.stop()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[tuple[int, Path, str]]:
+    """A redis-server with only a TLS port and ``requirepass``; yields (port, CA file,
+    password)."""
+    if shutil.which("openssl") is None:
+        unavailable("openssl is not installed: cannot make certificates for a TLS Redis")
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-tls-"))
+    try:
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-subj", "/CN=conveyor-test-ca", "-keyout", "ca.key", "-out", "ca.pem",
+                 cwd=workdir)  # fmt: skip
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                 "-keyout", "server.key", "-out", "server.csr", cwd=workdir)  # fmt: skip
+        (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "1", "-extfile", "san.ext",
+                 "-out", "server.pem", cwd=workdir)  # fmt: skip
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        unavailable(f"cannot make test certificates with openssl: {exc}")
+    args = ["--tls-cert-file", str(workdir / "server.pem")]
+    args += ["--tls-key-file", str(workdir / "server.key")]
+    args += ["--tls-ca-cert-file", str(workdir / "ca.pem"), "--tls-auth-clients", "no"]
+    args += ["--requirepass", TLS_PASSWORD, "--save", "", "--appendonly", "no"]
+    server = LocalRedis(workdir, free_port(), args, tls=True)
+    try:
+        try:
+            server.start(timeout=10)
+        except RuntimeError:
+            unavailable("this redis-server did not start with TLS")
+        yield server.port, workdir / "ca.pem", TLS_PASSWORD
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    """Start three ``redis-server --cluster-enabled yes`` nodes, join them, stop them;
+    yields their ``redis+cluster://`` URL."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        unavailable("redis-cli is not installed: cannot form a local Redis Cluster")
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-cluster-"))
+    nodes: list[LocalRedis] = []
+    try:
+        for _ in range(3):
+            port = free_port(cluster_bus=True)
+            node_dir = workdir / str(port)
+            node_dir.mkdir()
+            args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+            args += ["--cluster-config-file", str(node_dir / "nodes.conf")]
+            args += ["--save", "", "--appendonly", "no"]
+            nodes.append(LocalRedis(node_dir, port, args))
+            nodes[-1].start()
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run(
+                    [cli, "-p", str(node.port), "cluster", "info"], capture_output=True, text=True
+                ).stdout
+                for node in nodes
+            ]
+            if all("cluster_state:ok" in state for state in states):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the local Redis Cluster did not reach cluster_state:ok")
+        yield "redis+cluster://" + ",".join(addresses)
+    finally:
+        for node in nodes:
+            node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

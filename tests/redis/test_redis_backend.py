@@ -1,10 +1,12 @@
-"""RedisBackend against a real Redis: reading, acking, recovery, dead letters, inspection."""
+"""RedisBackend and its sessions against a real Redis: reading, acking, recovery, dead
+letters, inspection."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,9 +15,10 @@ from redis.asyncio import Redis
 import conveyor.registry
 from conveyor.errors import GroupNotFoundError, UnserializablePayloadError, WrongTypeError
 from conveyor.options import split_options
-from conveyor_redis import CAPABILITIES, RedisBackend, open_backend
+from conveyor.protocol import Capabilities, ConsumerSession
+from conveyor_redis import CAPABILITIES, RedisBackend, RedisSession, open_backend
 from conveyor_redis.client import server_version
-from conveyor_redis.entries import PAYLOAD_FIELD
+from conveyor_redis.entries import PAYLOAD_FIELD, to_messages
 
 PAYLOAD: dict[str, Any] = {
     "type": "order.paid",
@@ -36,28 +39,35 @@ async def pending_rows(raw: Redis, key: str, group: str) -> list[dict[str, Any]]
     return rows
 
 
-async def open_again(redis_url: str, backend: RedisBackend) -> RedisBackend:
+async def open_again(redis_url: str, backend: RedisBackend, **options: Any) -> RedisBackend:
     base, query = split_options(redis_url)
-    return await open_backend(base, {**query, "key_prefix": backend.settings.key_prefix})
+    return await open_backend(base, {**query, "key_prefix": backend.settings.key_prefix, **options})
+
+
+async def consumer(
+    backend: RedisBackend, stream: str, name: str = "c", group: str = "g", **kw: Any
+) -> ConsumerSession:
+    """A session (closed with its backend)."""
+    return await backend.open_consumer(stream, group, name, **kw)
 
 
 def test_capabilities() -> None:
-    assert CAPABILITIES.redelivery == "engine"
-    assert CAPABILITIES.claim == "engine"
-    assert CAPABILITIES.exact_delivery_count is True
-    assert CAPABILITIES.ordering == "stream"
+    assert Capabilities(name="redis", redelivery="engine", claim="engine") == CAPABILITIES
+    assert CAPABILITIES.blocking_read is True
 
 
 @pytest.mark.parametrize("name", ["events:bot", "a.b-c_d", "plain"])
 async def test_round_trip_exact(backend: RedisBackend, name: str) -> None:
-    await backend.ensure_group(name, "g")
+    session = await consumer(backend, name)
+    assert isinstance(session, RedisSession)
     first = await backend.publish(name, PAYLOAD)
     await backend.publish(name, {})
     await backend.publish(name, {PAYLOAD_FIELD: "x"})
-    messages = await backend.read(name, "g", "c", count=10, block=0.5)
+    messages = await session.read(count=10, block=0.5)
     assert messages[0].id == first
     assert [m.data for m in messages] == [PAYLOAD, {}, {PAYLOAD_FIELD: "x"}]
     assert all(m.stream == name and m.delivery_count == 1 for m in messages)
+    assert all(m.headers == {} for m in messages)
     assert messages[0].published_at == pytest.approx(time.time(), abs=5)
     assert type(messages[0].data["n"]) is int
     assert type(messages[0].data["price"]) is float
@@ -69,9 +79,10 @@ async def test_json_payload_format_round_trips(redis_url: str, backend: RedisBac
         base, {**query, "key_prefix": backend.settings.key_prefix, "payload_format": "json"}
     )
     try:
-        await other.ensure_group("j", "g")
+        await other.create_group("j", "g")
         await other.publish("j", PAYLOAD)
-        [message] = await backend.read("j", "g", "c", count=10, block=0.5)
+        session = await consumer(backend, "j")
+        [message] = await session.read(count=10, block=0.5)
         assert message.data == PAYLOAD
     finally:
         await other.aclose()
@@ -87,11 +98,11 @@ async def test_publish_rejects_what_json_cannot_carry(backend: RedisBackend, str
 
 async def test_foreign_entries_are_read(backend: RedisBackend, raw: Redis, stream: str) -> None:
     key = backend.settings.key(stream)
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     await raw.xadd(key, {"type": "user.created", "id": "42", "score": "1.5"})
     await raw.xadd(key, {"type": "seed", "data": 'json:{"a": [1, 2]}', "n": "json:3"})
     await raw.xadd(key, {"text": 'json:"json:literal"'})
-    messages = await backend.read(stream, "g", "c", count=10, block=0.5)
+    messages = await session.read(count=10, block=0.5)
     assert [m.data for m in messages] == [
         {"type": "user.created", "id": "42", "score": "1.5"},
         {"type": "seed", "data": {"a": [1, 2]}, "n": 3},
@@ -104,12 +115,12 @@ async def test_undecodable_entries_come_back_with_decode_error(
     backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
     key = backend.settings.key(stream)
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     await raw.xadd(key, {"data": "json:{not json"})
     await raw.xadd(key, {b"blob": b"\xff\xfe"})
     await raw.xadd(key, {PAYLOAD_FIELD: "[1, 2]"})
     await raw.xadd(key, {"fine": "yes"})
-    messages = await backend.read(stream, "g", "c", count=10, block=0.5)
+    messages = await session.read(count=10, block=0.5)
     assert [m.decode_error is not None for m in messages] == [True, True, True, False]
     assert messages[0].raw == {"data": "json:{not json"}
     assert "UTF-8" in (messages[1].decode_error or "")
@@ -117,17 +128,20 @@ async def test_undecodable_entries_come_back_with_decode_error(
 
 
 async def test_read_blocks_then_returns_empty(backend: RedisBackend, stream: str) -> None:
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     started = time.monotonic()
-    assert await backend.read(stream, "g", "c", count=10, block=0.3) == []
+    assert await session.read(count=10, block=0.3) == []
     assert 0.25 <= time.monotonic() - started < 2.0
-    assert await backend.read(stream, "g", "c", count=10, block=None) == []
+    assert await session.read(count=10, block=None) == []
 
 
-async def test_blocking_read_wakes_on_publish(backend: RedisBackend, stream: str) -> None:
-    await backend.ensure_group(stream, "g")
-    reader = asyncio.create_task(backend.read(stream, "g", "c", count=10, block=0.9))
-    await asyncio.sleep(0.05)
+async def test_blocking_read_wakes_on_publish(
+    backend: RedisBackend, until_blocked: Callable[[], Awaitable[None]], stream: str
+) -> None:
+    session = await consumer(backend, stream)
+    assert await session.read(count=10, block=None) == []  # own pending re-read done
+    reader = asyncio.create_task(session.read(count=10, block=0.9))
+    await until_blocked()
     started = time.monotonic()
     await backend.publish(stream, {"x": 1})
     messages = await reader
@@ -135,24 +149,28 @@ async def test_blocking_read_wakes_on_publish(backend: RedisBackend, stream: str
     assert time.monotonic() - started < 0.5
 
 
-async def test_ensure_group_is_idempotent_and_honours_start(
+async def test_open_consumer_is_idempotent_and_honours_start(
     backend: RedisBackend, stream: str
 ) -> None:
     await backend.publish(stream, {"before": 1})
-    await backend.ensure_group(stream, "early")
-    await backend.ensure_group(stream, "early")
-    await backend.ensure_group(stream, "late", start="latest")
+    early = await consumer(backend, stream, group="early")
+    await consumer(backend, stream, "other", group="early")
+    late = await consumer(backend, stream, group="late", start="latest")
+    await consumer(backend, stream, group="late", start="earliest")  # exists: no effect
     await backend.publish(stream, {"after": 1})
-    early = await backend.read(stream, "early", "c", count=10, block=None)
-    late = await backend.read(stream, "late", "c", count=10, block=None)
-    assert [m.data for m in early] == [{"before": 1}, {"after": 1}]
-    assert [m.data for m in late] == [{"after": 1}]
+    assert [m.data for m in await early.read(count=10, block=None)] == [
+        {"before": 1},
+        {"after": 1},
+    ]
+    assert [m.data for m in await late.read(count=10, block=None)] == [{"after": 1}]
 
 
 async def test_wrong_type_is_typed(backend: RedisBackend, raw: Redis, stream: str) -> None:
     await raw.set(backend.settings.key(stream), "not a stream")
     with pytest.raises(WrongTypeError):
-        await backend.ensure_group(stream, "g")
+        await consumer(backend, stream)
+    with pytest.raises(WrongTypeError):
+        await backend.create_group(stream, "g")
     with pytest.raises(WrongTypeError):
         await backend.publish(stream, {"x": 1})
     with pytest.raises(WrongTypeError):
@@ -163,9 +181,9 @@ async def test_ack_is_one_multi_id_xack(
     redis_url: str, backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
     key = backend.settings.key(stream)
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     await backend.publish_many(stream, [{"i": i} for i in range(5)])
-    messages = await backend.read(stream, "g", "c", count=10, block=None)
+    messages = await session.read(count=10, block=None)
     assert len(await pending_rows(raw, key, "g")) == 5
     xacks: list[str] = []  # XACK commands on this test's key (other clients may XACK too)
     base, _ = split_options(redis_url)
@@ -180,16 +198,15 @@ async def test_ack_is_one_multi_id_xack(
                 if command.startswith("PING") and key in command:
                     return
 
-        watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0.05)
-        await backend.ack(stream, "g", messages[:4])
+        watcher = asyncio.create_task(watch())  # MONITOR is on: nothing is missed
+        await session.ack(messages[:4])
         await raw.execute_command("PING", key)  # type: ignore[no-untyped-call]  # end marker
         await asyncio.wait_for(watcher, 5)
     await monitor_client.aclose()
     assert len(xacks) == 1
     assert all(m.id in xacks[0] for m in messages[:4])
     assert [r["message_id"] for r in await pending_rows(raw, key, "g")] == [messages[4].id]
-    await backend.ack(stream, "g", messages)  # already acked ids: no-op
+    await session.ack(messages)  # already acked ids: no-op
     await backend.ack_event(stream, "g", "1-1")  # unknown id: no-op
     assert await pending_rows(raw, key, "g") == []
 
@@ -216,58 +233,65 @@ async def test_publish_many_keeps_order_and_maxlen(
 async def test_restarted_consumer_rereads_own_pending_first(
     redis_url: str, backend: RedisBackend, stream: str
 ) -> None:
-    await backend.ensure_group(stream, "g")
+    worker = await consumer(backend, stream, "worker")
     await backend.publish_many(stream, [{"i": i} for i in range(5)])
-    first = await backend.read(stream, "g", "worker", count=3, block=None)
-    other = await backend.read(stream, "g", "other", count=1, block=None)
+    first = await worker.read(count=3, block=None)
+    other = await (await consumer(backend, stream, "other")).read(count=1, block=None)
     assert [m.data["i"] for m in first] == [0, 1, 2]
     assert [m.data["i"] for m in other] == [3]
-    await backend.ack(stream, "g", first[1:2])
+    await worker.ack(first[1:2])
     await backend.publish(stream, {"i": 5})
 
     restarted = await open_again(redis_url, backend)
     try:
-        page1 = await restarted.read(stream, "g", "worker", count=1, block=None)
-        page2 = await restarted.read(stream, "g", "worker", count=1, block=None)
-        fresh = await restarted.read(stream, "g", "worker", count=10, block=None)
+        again = await consumer(restarted, stream, "worker")
+        page1 = await again.read(count=1, block=None)
+        page2 = await again.read(count=1, block=None)
+        fresh = await again.read(count=10, block=None)
     finally:
         await restarted.aclose()
     assert [(m.data["i"], m.delivery_count) for m in page1 + page2] == [(0, 2), (2, 2)]
     assert [(m.data["i"], m.delivery_count) for m in fresh] == [(4, 1), (5, 1)]
 
 
-async def test_group_recreated_rereads_own_pending(backend: RedisBackend, stream: str) -> None:
-    await backend.ensure_group(stream, "g")
+async def test_new_session_rereads_own_pending_others_do_not(
+    backend: RedisBackend, stream: str
+) -> None:
+    first = await consumer(backend, stream)
+    running = await consumer(backend, stream, "running")
     await backend.publish(stream, {"i": 0})
-    [message] = await backend.read(stream, "g", "c", count=10, block=None)
-    await backend.ensure_group(stream, "g")  # what the engine does on (re)start
-    [again] = await backend.read(stream, "g", "c", count=10, block=None)
+    [message] = await first.read(count=10, block=None)
+    assert await first.read(count=10, block=None) == []  # no re-read within a session
+    await first.aclose()
+    second = await consumer(backend, stream)  # what the engine does on (re)start
+    [again] = await second.read(count=10, block=None)
     assert (again.id, again.delivery_count) == (message.id, 2)
+    assert await running.read(count=10, block=None) == []  # other consumers: untouched
 
 
 async def test_deleted_stream_raises_group_not_found_then_recovers(
     backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     await backend.publish(stream, {"i": 0})
-    assert len(await backend.read(stream, "g", "c", count=10, block=None)) == 1
+    assert len(await session.read(count=10, block=None)) == 1
     await raw.delete(backend.settings.key(stream))
     with pytest.raises(GroupNotFoundError):
-        await backend.read(stream, "g", "c", count=10, block=0.1)
-    await backend.ensure_group(stream, "g")
+        await session.read(count=10, block=0.1)
+    renewed = await consumer(backend, stream)  # what the engine does: a new session
     await backend.publish(stream, {"i": 1})
-    assert [m.data for m in await backend.read(stream, "g", "c", count=10, block=0.5)] == [{"i": 1}]
+    assert [m.data for m in await renewed.read(count=10, block=0.5)] == [{"i": 1}]
 
 
 async def test_destroyed_group_raises_group_not_found(
     backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     await raw.xgroup_destroy(backend.settings.key(stream), "g")
     with pytest.raises(GroupNotFoundError):
-        await backend.read(stream, "g", "c", count=10, block=None)
+        await session.read(count=10, block=None)
     with pytest.raises(GroupNotFoundError):
-        await backend.claim_stale(stream, "g", "c", min_idle=0, count=10)
+        await session.claim_stale(min_idle=0, count=10)
     with pytest.raises(GroupNotFoundError):
         await backend.group_info(stream, "g")
 
@@ -275,14 +299,15 @@ async def test_destroyed_group_raises_group_not_found(
 async def test_redeliver_bumps_count_and_returns_fresh_messages(
     backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
+    other = await consumer(backend, stream, "other")
     await backend.publish_many(stream, [{"i": 0}, {"i": 1}])
-    messages = await backend.read(stream, "g", "c", count=10, block=None)
+    messages = await session.read(count=10, block=None)
     messages[0].data["i"] = "mutated by a handler"
-    again = await backend.redeliver(stream, "g", "c", messages)
+    again = await session.redeliver(messages)
     assert [(m.data["i"], m.delivery_count) for m in again] == [(0, 2), (1, 2)]
-    await backend.ack(stream, "g", again[:1])
-    third = await backend.redeliver(stream, "g", "other", again)  # acked one left out
+    await session.ack(again[:1])
+    third = await other.redeliver(again)  # acked one left out
     assert [(m.data["i"], m.delivery_count) for m in third] == [(1, 3)]
     rows = await pending_rows(raw, backend.settings.key(stream), "g")
     assert [(r["consumer"], r["times_delivered"]) for r in rows] == [("other", 3)]
@@ -292,16 +317,16 @@ async def test_entries_trimmed_while_pending_are_acked_and_reported(
     backend: RedisBackend, raw: Redis, stream: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = backend.settings.key(stream)
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     await backend.publish_many(stream, [{"i": i} for i in range(6)])
-    messages = await backend.read(stream, "g", "c", count=10, block=None)
+    messages = await session.read(count=10, block=None)
     await raw.xdel(key, messages[0].id, messages[1].id, messages[2].id)
     caplog.set_level(logging.WARNING, logger="conveyor.redis")
 
-    again = await backend.redeliver(stream, "g", "c", messages[:2] + messages[3:4])
+    again = await session.redeliver(messages[:2] + messages[3:4])
     assert [m.data["i"] for m in again] == [3]
-    await backend.ensure_group(stream, "g")  # restart: own pending re-read meets 2
-    reread = await backend.read(stream, "g", "c", count=10, block=None)
+    restarted = await consumer(backend, stream)  # own pending re-read meets 2
+    reread = await restarted.read(count=10, block=None)
     assert [m.data["i"] for m in reread] == [3, 4, 5]
     assert [r["message_id"] for r in await pending_rows(raw, key, "g")] == [
         m.id for m in messages[3:]
@@ -315,13 +340,14 @@ async def test_claim_stale_acks_deleted_entries(
     backend: RedisBackend, raw: Redis, stream: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = backend.settings.key(stream)
-    await backend.ensure_group(stream, "g")
+    dead = await consumer(backend, stream, "dead")
+    alive = await consumer(backend, stream, "alive")
     await backend.publish_many(stream, [{"i": i} for i in range(3)])
-    messages = await backend.read(stream, "g", "dead", count=10, block=None)
+    messages = await dead.read(count=10, block=None)
     await raw.xdel(key, messages[1].id)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # idle time is what is being tested
     caplog.set_level(logging.WARNING, logger="conveyor.redis")
-    claimed = await backend.claim_stale(stream, "g", "alive", min_idle=0.02, count=10)
+    claimed = await alive.claim_stale(min_idle=0.02, count=10)
     assert [(m.data["i"], m.delivery_count) for m in claimed] == [(0, 2), (2, 2)]
     rows = await pending_rows(raw, key, "g")
     assert [(r["message_id"], r["consumer"]) for r in rows] == [
@@ -332,13 +358,14 @@ async def test_claim_stale_acks_deleted_entries(
 
 
 async def test_claim_stale_respects_idle_and_count(backend: RedisBackend, stream: str) -> None:
-    await backend.ensure_group(stream, "g")
+    dead = await consumer(backend, stream, "dead")
+    alive = await consumer(backend, stream, "alive")
     await backend.publish_many(stream, [{"i": i} for i in range(25)])
-    await backend.read(stream, "g", "dead", count=25, block=None)
-    assert await backend.claim_stale(stream, "g", "alive", min_idle=5.0, count=10) == []
-    await asyncio.sleep(0.05)
-    first = await backend.claim_stale(stream, "g", "alive", min_idle=0.02, count=10)
-    second = await backend.claim_stale(stream, "g", "alive", min_idle=0.02, count=100)
+    await dead.read(count=25, block=None)
+    assert await alive.claim_stale(min_idle=5.0, count=10) == []
+    await asyncio.sleep(0.05)  # idle time is what is being tested
+    first = await alive.claim_stale(min_idle=0.02, count=10)
+    second = await alive.claim_stale(min_idle=0.02, count=100)
     assert [m.data["i"] for m in first] == list(range(10))
     assert sorted(m.data["i"] for m in second) == list(range(10, 25))
 
@@ -346,12 +373,13 @@ async def test_claim_stale_respects_idle_and_count(backend: RedisBackend, stream
 async def test_heartbeat_keeps_messages_from_claims_without_counting(
     backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
-    await backend.ensure_group(stream, "g")
+    busy = await consumer(backend, stream, "busy")
+    thief = await consumer(backend, stream, "thief")
     await backend.publish_many(stream, [{"i": 0}, {"i": 1}])
-    messages = await backend.read(stream, "g", "busy", count=10, block=None)
-    await asyncio.sleep(0.6)
-    await backend.heartbeat(stream, "g", "busy", messages[:1])
-    claimed = await backend.claim_stale(stream, "g", "thief", min_idle=0.4, count=10)
+    messages = await busy.read(count=10, block=None)
+    await asyncio.sleep(0.6)  # idle time is what is being tested
+    await busy.heartbeat(messages[:1])
+    claimed = await thief.claim_stale(min_idle=0.4, count=10)
     assert [m.data["i"] for m in claimed] == [1]
     rows = await pending_rows(raw, backend.settings.key(stream), "g")
     assert [(r["consumer"], r["times_delivered"]) for r in rows] == [("busy", 1), ("thief", 2)]
@@ -361,9 +389,9 @@ async def test_dead_letter_is_one_transaction(
     redis_url: str, backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
     key = backend.settings.key(stream)
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream)
     await backend.publish(stream, {"i": 0})
-    [message] = await backend.read(stream, "g", "c", count=1, block=None)
+    [message] = await session.read(count=1, block=None)
     record = {"payload": message.data, "error": "ValueError: boom", "deliveries": 5}
 
     dead_key = backend.settings.key(f"{stream}.dead")
@@ -383,10 +411,9 @@ async def test_dead_letter_is_one_transaction(
                 if ours and client == ours[0] and command == "EXEC":
                     return
 
-        watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0.05)
-        dead_id = await backend.dead_letter(
-            stream, "g", message, dead_letter_stream=f"{stream}.dead", record=record
+        watcher = asyncio.create_task(watch())  # MONITOR is on: nothing is missed
+        dead_id = await session.dead_letter(
+            message, dead_letter_stream=f"{stream}.dead", record=record
         )
         await asyncio.wait_for(watcher, 5)
     await monitor_client.aclose()
@@ -399,9 +426,9 @@ async def test_dead_letter_is_one_transaction(
 
 
 async def test_group_info_and_peek(backend: RedisBackend, stream: str) -> None:
-    await backend.ensure_group(stream, "g")
+    session = await consumer(backend, stream, "c1")
     await backend.publish_many(stream, [{"i": i} for i in range(5)])
-    await backend.read(stream, "g", "c1", count=2, block=None)
+    await session.read(count=2, block=None)
     info = await backend.group_info(stream, "g")
     assert (info.stream, info.group, info.pending, info.lag, info.length) == (
         stream,
@@ -410,7 +437,7 @@ async def test_group_info_and_peek(backend: RedisBackend, stream: str) -> None:
         3,
         5,
     )
-    assert [(c.name, c.pending) for c in info.consumers] == [("c1", 2)]
+    assert [(c.name, c.pending) for c in info.consumers] == [("c1", 2)]  # nothing else read
     assert 0 <= info.consumers[0].idle < 5
     peeked = await backend.peek(stream, count=2)
     assert [(m.data["i"], m.delivery_count) for m in peeked] == [(3, 0), (4, 0)]
@@ -471,10 +498,10 @@ def test_server_version_parsing() -> None:
     assert server_version({}) == (0,)
 
 
-async def test_claim_reply_entries_count_previous_deliveries(backend: RedisBackend) -> None:
+def test_claim_reply_entries_count_previous_deliveries() -> None:
     """XREADGROUP ... CLAIM (Redis 8.4+) entries: [id, fields, idle ms, previous count]."""
     entries: list[Any] = [["5-0", ["a", "1"], 1500, 2], ["6-0", ["b", "2"], 0, 0]]
-    messages, gone = backend._messages("s", entries, None)
+    messages, gone = to_messages("s", entries, None)
     assert [(m.id, m.data, m.delivery_count) for m in messages] == [
         ("5-0", {"a": "1"}, 3),
         ("6-0", {"b": "2"}, 1),
@@ -489,12 +516,13 @@ async def test_claim_idle_hint_on_a_server_without_read_claim(
     version = server_version(await raw.info("server"))
     if version >= (8, 4):
         pytest.skip(f"server {version} claims in XREADGROUP")
-    await backend.ensure_group(stream, "g", claim_idle=0.02)
+    dead = await consumer(backend, stream, "dead", claim_idle=0.02)
+    alive = await consumer(backend, stream, "alive", claim_idle=0.02)
     await backend.publish(stream, {"i": 0})
-    await backend.read(stream, "g", "dead", count=10, block=None)
-    await asyncio.sleep(0.05)
-    assert await backend.read(stream, "g", "alive", count=10, block=None) == []
-    claimed = await backend.claim_stale(stream, "g", "alive", min_idle=0.02, count=10)
+    await dead.read(count=10, block=None)
+    await asyncio.sleep(0.05)  # idle time is what is being tested
+    assert await alive.read(count=10, block=None) == []
+    claimed = await alive.claim_stale(min_idle=0.02, count=10)
     assert [(m.data, m.delivery_count) for m in claimed] == [({"i": 0}, 2)]
 
 
@@ -507,12 +535,12 @@ async def test_entries_trimmed_by_maxlen_while_pending(
         {**query, "key_prefix": backend.settings.key_prefix, "maxlen": 2, "exact_maxlen": True},
     )
     try:
-        await capped.ensure_group(stream, "g")
+        session = await consumer(capped, stream)
         await capped.publish_many(stream, [{"i": 0}, {"i": 1}])
-        held = await capped.read(stream, "g", "c", count=10, block=None)
+        held = await session.read(count=10, block=None)
         await capped.publish_many(stream, [{"i": 2}, {"i": 3}])  # trims 0 and 1
-        assert await capped.redeliver(stream, "g", "c", held) == []
-        fresh = await capped.read(stream, "g", "c", count=10, block=None)
+        assert await session.redeliver(held) == []
+        fresh = await session.read(count=10, block=None)
     finally:
         await capped.aclose()
     assert [m.data["i"] for m in fresh] == [2, 3]
@@ -526,6 +554,7 @@ def test_public_names() -> None:
     assert sorted(conveyor_redis.__all__) == [
         "CAPABILITIES",
         "RedisBackend",
+        "RedisSession",
         "RedisSettings",
         "StreamConsumer",
         "open_backend",

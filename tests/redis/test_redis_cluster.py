@@ -1,106 +1,20 @@
-"""``redis+cluster://`` against a local 3-node Redis Cluster started (and stopped) here."""
+"""``redis+cluster://`` against a local 3-node Redis Cluster (the `cluster_url` fixture of
+conftest.py starts and stops it)."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from conveyor.errors import BackendError
-from conveyor.testing.servers import unavailable
 from conveyor_redis import RedisBackend, open_backend
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    """A loopback port that is free, and whose cluster bus port (+10000) is free too."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"redis-server on port {port} did not start")
-
-
-@pytest.fixture(scope="module")
-def cluster_url() -> Iterator[str]:
-    """Start three ``redis-server --cluster-enabled yes`` nodes, join them, stop them."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server is None or cli is None:
-        unavailable("redis-server/redis-cli not installed: cannot start a local Redis Cluster")
-    workdir = Path(tempfile.mkdtemp(prefix="conveyor-cluster-"))
-    ports = [_free_port() for _ in range(3)]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for port in ports:
-            node_dir = workdir / str(port)
-            node_dir.mkdir()
-            args = [server, "--port", str(port), "--bind", "127.0.0.1"]
-            args += ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
-            args += ["--cluster-config-file", str(node_dir / "nodes.conf")]
-            args += ["--dir", str(node_dir), "--save", "", "--appendonly", "no"]
-            procs.append(
-                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
-        for port in ports:
-            _wait_port(port)
-        subprocess.run(
-            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            states = [
-                subprocess.run(
-                    [cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True
-                ).stdout
-                for p in ports
-            ]
-            if all("cluster_state:ok" in state for state in states):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the local Redis Cluster did not reach cluster_state:ok")
-        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -125,30 +39,34 @@ async def test_streams_spread_over_slots_with_dead_letters_beside_them(
 
 async def test_full_cycle_on_a_cluster(cluster: RedisBackend, cluster_url: str) -> None:
     stream = f"events:{time.monotonic_ns()}"
-    await cluster.ensure_group(stream, "g")
-    await cluster.ensure_group(stream, "g")
-    ids = await cluster.publish_many(stream, [{"n": i} for i in range(5)])
-    messages = await cluster.read(stream, "g", "c", count=10, block=0.5)
+    session = await cluster.open_consumer(stream, "g", "c")
+    other = await cluster.open_consumer(stream, "g", "other")
+    await cluster.create_group(stream, "g")
+    ids = await cluster.publish_many(
+        stream, [{"n": i} for i in range(5)], headers=[{"n": str(i)} for i in range(5)]
+    )
+    messages = await session.read(count=10, block=0.5)
     assert [m.id for m in messages] == ids
-    again = await cluster.redeliver(stream, "g", "c", messages[:1])
+    again = await session.redeliver(messages[:1])
     assert again[0].delivery_count == 2
-    await cluster.heartbeat(stream, "g", "c", messages)
-    await cluster.ack(stream, "g", messages[1:3])
-    await asyncio.sleep(0.05)
-    claimed = await cluster.claim_stale(stream, "g", "other", min_idle=0.02, count=10)
+    await session.heartbeat(messages)
+    await session.ack(messages[1:3])
+    await asyncio.sleep(0.05)  # idle time is what is being tested
+    claimed = await other.claim_stale(min_idle=0.02, count=10)
     assert sorted(m.id for m in claimed) == [ids[0], ids[3], ids[4]]
-    dead_id = await cluster.dead_letter(
-        stream, "g", claimed[0], dead_letter_stream=f"{stream}.dead", record={"why": "test"}
+    dead_id = await other.dead_letter(
+        claimed[0], dead_letter_stream=f"{stream}.dead", record={"why": "test"}
     )
     [dead] = await cluster.peek(f"{stream}.dead", count=5)
-    assert (dead.id, dead.data) == (dead_id, {"why": "test"})
+    assert (dead.id, dead.data, dead.headers) == (dead_id, {"why": "test"}, claimed[0].headers)
     info = await cluster.group_info(stream, "g")
     assert (info.pending, info.lag, info.length) == (2, 0, 5)
 
     restarted = await open_backend(cluster_url, {"key_prefix": "t:"})
     try:
-        own = await restarted.read(stream, "g", "other", count=10, block=None)
+        own = await (await restarted.open_consumer(stream, "g", "other")).read(count=10, block=None)
         assert sorted(m.id for m in own) == [ids[3], ids[4]]
+        assert {m.id: m.headers for m in own} == {ids[3]: {"n": "3"}, ids[4]: {"n": "4"}}
     finally:
         await restarted.aclose()
 
@@ -177,3 +95,17 @@ async def test_standalone_client_is_redirected(cluster_url: str) -> None:
             await publish_everywhere()
     finally:
         await plain.aclose()
+
+
+async def test_concurrent_calls_wait_for_a_connection_on_a_cluster(cluster_url: str) -> None:
+    """redis-py's cluster client raises past a node's max_connections; callers of the
+    backend wait instead."""
+    small = await open_backend(cluster_url, {"key_prefix": "t:", "max_connections": "2"})
+    try:
+        streams = [f"many{i}:{time.monotonic_ns()}" for i in range(4)]  # several slots
+        ids = await asyncio.gather(*(small.publish(streams[i % 4], {"n": i}) for i in range(2000)))
+        assert len(set(zip([i % 4 for i in range(2000)], ids, strict=True))) == 2000
+        for name in streams:
+            assert len(await small.peek(name, count=1000)) == 500
+    finally:
+        await small.aclose()

@@ -13,12 +13,19 @@ from redis.asyncio import Redis
 import conveyor
 from conveyor.options import split_options
 from conveyor.protocol import StreamBackend
-from conveyor.testing.conformance import BackendConformance, OpenBackend
+from conveyor.testing import Features
+from conveyor.testing.conformance import BackendConformance, OpenBackend, RestartableBroker
 
 
 class TestRedisConformance(BackendConformance):
-    """Every conformance test, through ``conveyor.connect("redis://...")``."""
+    """Every conformance test, through ``conveyor.connect("redis://...")``; the restart
+    test on a redis-server of its own (`restartable_redis` in conftest.py)."""
 
+    # Redis orders entries per stream, counts deliveries exactly in the PEL, acks single
+    # entries, and keeps data across restarts (AOF in the restart test).
+    features = Features(
+        ordering="stream", exact_delivery_count=True, contiguous_ack=False, durable=True
+    )
     claim_idle = 0.5
     timeout = 10.0
 
@@ -30,3 +37,7 @@ class TestRedisConformance(BackendConformance):
             return await conveyor.connect(base, **query, key_prefix=key_prefix)
 
         return factory
+
+    @pytest.fixture
+    def restartable_broker(self, restartable_redis: RestartableBroker) -> RestartableBroker:
+        return restartable_redis

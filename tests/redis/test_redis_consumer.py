@@ -14,7 +14,7 @@ from conveyor import StreamProcessor, StreamStorageProtocol
 from conveyor.codec import encode_fields
 from conveyor.errors import GroupNotFoundError, WrongTypeError
 from conveyor.options import split_options
-from conveyor_redis import StreamConsumer
+from conveyor_redis import StreamConsumer, open_backend
 
 
 @pytest.fixture(params=["bytes-resp2", "str-resp3"])
@@ -78,6 +78,24 @@ async def test_undecodable_entry_is_skipped_not_fatal(client: Redis, raw: Redis,
     await raw.xadd(name, {"good": "1"})
     events = await consumer.read_events(name, "g", "c", 10)
     assert [data for _, data in events] == [{"good": "1"}]
+
+
+async def test_entries_with_headers_read_without_the_headers_field(
+    client: Redis, raw: Redis, name: str, key_prefix: str, redis_url: str
+) -> None:
+    """A conveyor producer's headers are not part of the payload the seed protocol returns
+    (readers of the old module itself would see one more field, ``conveyor.headers``)."""
+    base, query = split_options(redis_url)
+    producer = await open_backend(base, query)  # keys unprefixed, as StreamConsumer's
+    try:
+        await producer.publish(name, {"n": 1}, headers={"traceparent": "t-1"})
+        await producer.publish(name, {"n": 2})
+    finally:
+        await producer.aclose()
+    consumer = StreamConsumer(client, name, "g", "c")
+    await consumer.create_group(name, "g")
+    events = await consumer.read_events(name, "g", "c", 10)
+    assert [data for _, data in events] == [{"n": 1}, {"n": 2}]
 
 
 async def test_drives_stream_processor_as_before(client: Redis, raw: Redis, name: str) -> None:

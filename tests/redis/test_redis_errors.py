@@ -1,4 +1,4 @@
-"""The one error-classification helper: reply tokens and client exceptions."""
+"""The one error table (`conveyor_redis.errors.ERRORS`): reply tokens and client exceptions."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import pytest
 from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 
+from conveyor.errormap import Rule
 from conveyor.errors import (
+    BackendClosedError,
     BackendError,
     BrokerUnavailableError,
     ConveyorError,
     GroupNotFoundError,
     WrongTypeError,
 )
-from conveyor_redis.errors import reply_token, translate, translating
+from conveyor_redis.errors import ERRORS, UNREACHABLE, error_code, reply_token
 from redis import exceptions as rx
+
+translate = ERRORS.translate
 
 
 @pytest.mark.parametrize(
@@ -81,10 +85,44 @@ def test_conveyor_errors_pass_through() -> None:
     assert translate(original, "x") is original
 
 
-def test_translating_chains_the_cause() -> None:
-    with pytest.raises(GroupNotFoundError) as info, translating("XREADGROUP on 's'"):
+def test_mapping_chains_the_cause() -> None:
+    with pytest.raises(GroupNotFoundError) as info, ERRORS.mapping("XREADGROUP on 's'"):
         raise rx.ResponseError("NOGROUP No such key")
     assert isinstance(info.value.__cause__, rx.ResponseError)
+    assert str(info.value).startswith("XREADGROUP on 's': ")
+
+
+def test_mapping_of_a_closed_caller_is_backend_closed() -> None:
+    with pytest.raises(BackendClosedError), ERRORS.mapping("x", closed=lambda: True):
+        raise rx.ConnectionError("Connection closed by server.")
+
+
+@pytest.mark.parametrize("rule", ERRORS.rules, ids=lambda r: r.error.__name__)
+def test_every_rule_example_is_matched_by_its_own_rule(rule: Rule) -> None:
+    assert rule.example is not None
+    exc = rule.example()
+    assert isinstance(exc, ERRORS.catch)
+    first = next(r for r in ERRORS.rules if r.matches(exc, error_code(exc)))
+    assert first is rule
+    assert type(translate(exc, "x")) is rule.error
+
+
+def test_auth_errors_never_carry_the_client_text() -> None:
+    leaky = rx.AuthenticationError("WRONGPASS for user 'bob' with password hunter2")
+    error = translate(leaky, "AUTH")
+    assert "hunter2" not in str(error)
+    assert str(error) == "AUTH: authentication failed"
+
+
+def test_cluster_client_errors() -> None:
+    unreachable = rx.RedisClusterException("Redis Cluster cannot be connected: ...")
+    unreachable.__cause__ = rx.ConnectionError("Error 111 connecting to 127.0.0.1:7000.")
+    assert error_code(unreachable) == UNREACHABLE
+    assert type(translate(unreachable, "x")) is BrokerUnavailableError
+    misuse = rx.RedisClusterException("Cluster mode is not enabled on this node")
+    assert error_code(misuse) == ""
+    assert type(translate(misuse, "x")) is BackendError
+    assert type(translate(rx.SlotNotCoveredError("slot 1"), "x")) is BrokerUnavailableError
 
 
 async def test_real_server_replies(raw: Redis) -> None:

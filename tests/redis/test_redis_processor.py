@@ -43,7 +43,6 @@ async def test_processor_recreates_a_deleted_stream_group(
         await backend.publish(stream, {"i": 0})
         await seen.until(lambda items: items == [0])
         await raw.delete(backend.settings.key(stream))  # stream and group gone
-        await asyncio.sleep(0.1)
         await backend.publish(stream, {"i": 1})  # a new stream, without the group
         await seen.until(lambda items: items == [0, 1])
     assert "disappeared" in caplog.text
@@ -74,8 +73,8 @@ async def test_processor_survives_killed_connections(
 async def test_processors_sharing_a_backend_start_without_disturbing_each_other(
     backend: RedisBackend, stream: str
 ) -> None:
-    """Starting a processor re-arms only its own consumer's pending re-read: others that
-    share the backend keep reading (a shared re-arm once crashed a running reader)."""
+    """Each processor has its own session: starting one re-reads only its own consumer's
+    pending entries, and the others that share the backend keep reading."""
     from conveyor import StreamProcessor
     from conveyor.testing import wait_until
 

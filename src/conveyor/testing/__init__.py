@@ -1,12 +1,21 @@
 """Testing support: the conformance suite, broker discovery, and helpers for app tests.
 
-* `conveyor.testing.conformance.BackendConformance` — the suite every backend passes.
+* `conveyor.testing.conformance.BackendConformance` — the suite every backend passes,
+  adapted by each backend's `Features`.
 * `FakeClock`, `run_until_idle`, `dead_letters`, `HandlerErrors`, `wait_until`: test handlers on
   ``memory://`` without sleeping on real clocks.
 * `conveyor.testing.servers` — how tests find (or start) a broker, shared by backends.
 """
 
 from conveyor.testing.clock import FakeClock
+from conveyor.testing.features import Features
 from conveyor.testing.harness import HandlerErrors, dead_letters, run_until_idle, wait_until
 
-__all__ = ["FakeClock", "HandlerErrors", "dead_letters", "run_until_idle", "wait_until"]
+__all__ = [
+    "FakeClock",
+    "Features",
+    "HandlerErrors",
+    "dead_letters",
+    "run_until_idle",
+    "wait_until",
+]

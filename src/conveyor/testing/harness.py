@@ -28,7 +28,10 @@ async def _settled(processor: StreamProcessor) -> bool:
     if not processor.idle:
         return False
     info = await processor.backend.group_info(processor.stream_name, processor.consumer_group_name)
-    return info.lag in (0, None)
+    if info.lag not in (0, None):
+        return False
+    # where the broker redelivers (a nack with a delay), a retry waits on the broker
+    return processor.capabilities.redelivery == "engine" or info.pending == 0
 
 
 async def run_until_idle(
@@ -41,7 +44,8 @@ async def run_until_idle(
     """Run a started `processor` until nothing is left to do; return the handler errors.
 
     "Nothing left" means: nothing buffered, running or unacknowledged, no unread entries
-    in the group, and no scheduled retry. With a `FakeClock` (the one the processor
+    in the group, and no scheduled retry (where the broker redelivers, no pending entry
+    in the group). With a `FakeClock` (the one the processor
     uses), scheduled retries are reached by advancing the clock instead of sleeping.
 
     Raises:

@@ -1,5 +1,6 @@
 """A consumer-group member: its `AIOKafkaConsumer`, and per assigned partition the offsets
-delivered and not yet acked, from which the commit point is computed."""
+delivered and not yet acked, from which the commit point is computed; and the conversion of
+fetched records (value and native headers) into `Message` objects."""
 
 from __future__ import annotations
 
@@ -8,18 +9,31 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from conveyor.codec import decode_json
-from conveyor.errors import BackendError, BrokerUnavailableError, DecodeError
+from conveyor.errors import (
+    BackendClosedError,
+    BackendError,
+    BrokerUnavailableError,
+    DecodeError,
+)
 from conveyor.message import Message
-from conveyor_kafka._errors import MOVED, mapped
+from conveyor_kafka.errors import ERRORS, MOVED
 
-__all__ = ["Handle", "Member", "PartitionState", "parse_id", "to_message"]
+__all__ = [
+    "Handle",
+    "Member",
+    "PartitionState",
+    "decode_headers",
+    "encode_headers",
+    "parse_id",
+    "to_message",
+]
 
 log = logging.getLogger("conveyor.kafka")
 
@@ -56,7 +70,8 @@ class PartitionState:
 
 
 class Member(ConsumerRebalanceListener):  # type: ignore[misc]
-    """One (stream, group, consumer): an `AIOKafkaConsumer` and its partitions' state."""
+    """One consumer of one session: an `AIOKafkaConsumer` subscribed to the stream's topic
+    in the session's Kafka group, and its partitions' state."""
 
     def __init__(
         self,
@@ -68,6 +83,7 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         limit: int,
         timeout: float,
+        on_release: Callable[[int, int], None] | None = None,
     ) -> None:
         self.stream = stream
         self.group = group
@@ -80,6 +96,7 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         self.last_read = self.checked_at = time.monotonic()
         self._epochs = itertools.count(1)
         self._commit_lock = asyncio.Lock()
+        self._on_release = on_release
 
     def __repr__(self) -> str:
         return f"<kafka member {self.name!r} of {self.group!r} on {self.topic!r}>"
@@ -88,10 +105,16 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         """Commit what was acked before the partitions move, then forget them."""
         try:
             await self.commit([tp.partition for tp in revoked])
-        except BackendError as exc:
+        except (BackendError, BackendClosedError) as exc:
             log.warning("%r: commit on revocation failed: %s", self, exc)
-        for tp in revoked:
-            self.partitions.pop(tp.partition, None)
+        self.release([tp.partition for tp in revoked])
+
+    def release(self, partitions: Iterable[int] | None = None) -> None:
+        """Forget `partitions` (None: all), reporting how far each was delivered."""
+        for number in list(self.partitions) if partitions is None else partitions:
+            state = self.partitions.pop(number, None)
+            if state is not None and state.position is not None and self._on_release:
+                self._on_release(number, state.position)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """Start a new epoch for every assigned partition."""
@@ -117,7 +140,11 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
                     stamp = record.timestamp
                     published = stamp / 1000 if stamp and stamp > 0 else None
                     ident = prefix + str(record.offset)
-                    message = Message(ident, stream, data, 1, published, None, None, handle)
+                    pairs = record.headers  # a tuple, empty when the record has none
+                    message = Message(
+                        ident, stream, data, 1, published, None, None, handle,
+                        decode_headers(pairs) if pairs else {},
+                    )  # fmt: skip
                 else:
                     message = to_message(stream, record, handle)
                 outstanding[record.offset] = message
@@ -173,7 +200,7 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
                     offsets[TopicPartition(self.topic, number)] = point
             if not offsets:
                 return
-            with mapped("commit"):
+            with ERRORS.mapping("kafka commit"):
                 try:
                     await asyncio.wait_for(consumer.commit(offsets), timeout or self.timeout)
                 except asyncio.TimeoutError:
@@ -195,14 +222,32 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         return sum(len(state.outstanding) for state in self.partitions.values())
 
 
+def decode_headers(pairs: Sequence[tuple[str, bytes | None]]) -> dict[str, str]:
+    """Native record headers as conveyor headers: UTF-8 values decoded. Records of other
+    producers may repeat a name (the last one wins), carry a null value (read as ``""``)
+    or bytes that are not UTF-8 (undecodable bytes become U+FFFD)."""
+    try:
+        return {name: value.decode() for name, value in pairs}  # type: ignore[union-attr]
+    except (AttributeError, UnicodeDecodeError):
+        return {
+            name: "" if value is None else value.decode(errors="replace") for name, value in pairs
+        }
+
+
+def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes | None]]:
+    """Conveyor headers as native record headers (aiokafka's batch builder wants a list)."""
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
 def to_message(stream: str, record: Any, handle: Handle | None) -> Message:
     ident = f"{record.topic}/{record.partition}/{record.offset}"
     published = record.timestamp / 1000 if record.timestamp and record.timestamp > 0 else None
     value = record.value
+    headers = decode_headers(record.headers) if record.headers else {}
     try:  # fast path; `decode_json` words the error otherwise
         data = _loads(value.decode())
         if type(data) is dict:
-            return Message(ident, stream, data, 1, published, handle=handle)
+            return Message(ident, stream, data, 1, published, handle=handle, headers=headers)
     except (ValueError, AttributeError):
         pass
     try:
@@ -214,7 +259,10 @@ def to_message(stream: str, record: Any, handle: Handle | None) -> Message:
         error = f"payload is not UTF-8: {exc}"
     except DecodeError as exc:
         error = str(exc)
-    return Message(ident, stream, {}, 1, published, decode_error=error, raw=value, handle=handle)
+    return Message(
+        ident, stream, {}, 1, published, decode_error=error, raw=value, handle=handle,
+        headers=headers,
+    )  # fmt: skip
 
 
 def parse_id(message_id: str) -> tuple[str, int, int] | None:

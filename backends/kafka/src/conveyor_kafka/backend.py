@@ -7,81 +7,68 @@ deliver when nothing is outstanding), committed explicitly. Acks that arrive out
 wait for the ones before them. Every assignment of a partition gets a new epoch; acks
 for partitions no longer owned are ignored: the partition has moved and its unacked
 messages will be delivered again from the committed offset (at least once). Message handles
-carry the epoch that delivered them.
+carry the member and epoch that delivered them.
 
-Retries are the engine's (``redelivery="engine"``): `redeliver` hands back the cached
-message with ``delivery_count + 1``. Counts restart at 1 when a partition moves to another
-member (``exact_delivery_count=False``). Claiming is the broker's: a dead member's
-partitions move after the session timeout (`claim_idle`), so `claim_stale` returns [] and
-`heartbeat` does nothing (the client heartbeats by itself).
+Kafka consumer groups are global while conveyor groups are per stream: group ``billing``
+on stream ``orders`` is the Kafka group ``billing:orders`` (`KafkaSettings.group_id`), so
+consumers of one stream never rebalance another stream's consumers of the same group name.
+
+Retries are the engine's (``redelivery="engine"``): `KafkaSession.redeliver` hands back the
+cached message with ``delivery_count + 1``. Counts restart at 1 when a partition moves to
+another member. Claiming is the broker's (``claim="broker"``): a closed session leaves the
+group at once, a dead member's partitions move after the session timeout (`claim_idle`),
+so `claim_stale` returns [] and `heartbeat` does nothing (the client heartbeats itself).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
-from types import TracebackType
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.group import LeaveGroupRequest
 
+from conveyor.base import BaseBackend, ConsumerOptions
 from conveyor.codec import encode_json
-from conveyor.errors import (
-    BackendClosedError,
-    BackendError,
-    BrokerUnavailableError,
-    GroupNotFoundError,
-)
+from conveyor.errors import BackendClosedError, BackendError, GroupNotFoundError
 from conveyor.message import Message
-from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo, StartPosition
-from conveyor_kafka._errors import MOVED, check_created, mapped
-from conveyor_kafka._member import Handle, Member, parse_id, to_message
+from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
+from conveyor_kafka._member import Member, encode_headers, to_message
+from conveyor_kafka._producer import Producer, RecordHeaders
+from conveyor_kafka.errors import ERRORS, MOVED, check_created
+from conveyor_kafka.session import KafkaSession
 from conveyor_kafka.settings import KafkaSettings, topic_name
 
 __all__ = ["CAPABILITIES", "KafkaBackend", "open_backend"]
 
 log = logging.getLogger("conveyor.kafka")
 
-CAPABILITIES = Capabilities(
-    name="kafka",
-    redelivery="engine",
-    claim="broker",
-    exact_delivery_count=False,
-    ordering="partition",
-    contiguous_ack=True,
-)
+CAPABILITIES = Capabilities(name="kafka", redelivery="engine", claim="broker")
 
-_TOPIC_CHECK = 5.0  # seconds between topic-existence checks of an idle member
+_LEAVE_TIMEOUT = 5.0  # seconds a best-effort LeaveGroup may take
 
 
-@dataclass(frozen=True, slots=True)
-class _GroupOptions:
-    start: StartPosition = "earliest"
-    claim_idle: float | None = None
-
-
-class KafkaBackend:
+class KafkaBackend(BaseBackend):
     """``kafka://`` backend on aiokafka. Use `open_backend` or ``conveyor.connect``."""
 
     capabilities = CAPABILITIES
 
     def __init__(self, settings: KafkaSettings | None = None) -> None:
+        super().__init__()
         self.settings = settings or KafkaSettings()
         self._admin: AIOKafkaAdminClient | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._producer_lock = asyncio.Lock()
-        self._joining: dict[tuple[str, str, str], asyncio.Lock] = {}  # one join at a time
-        self._members: dict[tuple[str, str, str], Member] = {}
-        self._groups: dict[tuple[str, str], _GroupOptions] = {}
-        self._topics: set[str] = set()
-        self._round_robin = itertools.count()
-        self._closed = False
+        self._producer = Producer(self.settings, self._is_closed, self._ensure_topic)
+        self._topics: set[str] = set()  # known to exist
+        self._opened: set[str] = set()  # Kafka group ids opened by this backend
+        # (group id, topic, partition) -> next offset this process had delivered when the
+        # partition left its member: what was delivered and not committed stays "pending"
+        self._delivered: dict[tuple[str, str, int], int] = {}
 
     def __repr__(self) -> str:
         return f"KafkaBackend({','.join(self.settings.bootstrap_servers)})"
@@ -92,105 +79,78 @@ class KafkaBackend:
         """Connect the admin client (fails fast when no broker answers)."""
         admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
         try:
-            with mapped(f"connect to {','.join(self.settings.bootstrap_servers)}"):
+            with ERRORS.mapping(f"kafka connect to {','.join(self.settings.bootstrap_servers)}"):
                 await admin.start()
         except BaseException:
             await admin.close()
             raise
         self._admin = admin
 
-    async def __aenter__(self) -> KafkaBackend:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Commit acked offsets, leave the groups and close every client. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        members, self._members = list(self._members.values()), {}
-        for member in members:
-            await self._stop_member(member)
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+    async def _close(self) -> None:
+        """The sessions are closed (left their groups): stop the producer and admin."""
+        await self._producer.aclose()
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
 
-    async def _stop_member(self, member: Member, *, commit: bool = True) -> None:
-        if commit:
-            try:
-                await member.commit(timeout=min(member.timeout, 5.0))
-            except BackendError as exc:
-                log.warning("%r: final commit failed: %s", member, exc)
-        await member.consumer.stop()
+    async def _leave(self, group_id: str, member_id: str) -> None:
+        """Send LeaveGroup for a stopped member (best effort, like aiokafka's own; see
+        `KafkaSession._stop`)."""
+        admin = self._admin
+        send = getattr(admin, "_send_request_to_node", None)
+        if admin is None or send is None:
+            return
 
-    def _check_open(self) -> AIOKafkaAdminClient:
-        if self._closed or self._admin is None:
-            raise BackendClosedError(f"{self!r} is closed")
+        async def leave() -> None:
+            node = await admin.find_coordinator(group_id)
+            await send(node, LeaveGroupRequest(group_id, member_id))
+
+        try:
+            with ERRORS.mapping(f"kafka leave group {group_id!r}"):
+                await asyncio.wait_for(leave(), _LEAVE_TIMEOUT)
+        except (BackendError, BackendClosedError, asyncio.TimeoutError) as exc:
+            log.info("leaving group %r failed: %r", group_id, exc)
+
+    def _released(self, group_id: str, topic: str, partition: int, position: int) -> None:
+        self._delivered[(group_id, topic, partition)] = position
+
+    def _admin_client(self) -> AIOKafkaAdminClient:
+        self._check_open()
+        if self._admin is None:
+            raise BackendClosedError(f"{self!r} is not started")
         return self._admin
 
     # -- clients -----------------------------------------------------------------------
 
-    async def _producer_ready(self) -> AIOKafkaProducer:
-        if self._producer is not None:
-            return self._producer
-        async with self._producer_lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    acks="all",
-                    enable_idempotence=self.settings.idempotent,
-                    linger_ms=self.settings.linger_ms,
-                    **self.settings.client_kwargs(),
-                )
-                try:
-                    with mapped("start producer"):
-                        await producer.start()
-                except BackendError as exc:
-                    await producer.stop()
-                    if self.settings.idempotent and not isinstance(exc, BrokerUnavailableError):
-                        raise BackendError(
-                            f"{exc} (the broker may not support idempotent producers;"
-                            " Tansu's memory storage does not: set idempotent=false)"
-                        ) from exc
-                    raise
-                self._producer = producer
-        return self._producer
-
-    def _consumer(self, group: str | None, **extra: Any) -> AIOKafkaConsumer:
+    def _consumer(self, group_id: str | None, **extra: Any) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            group_id=group,
+            group_id=group_id,
             enable_auto_commit=False,
             **self.settings.client_kwargs(),
             **extra,
         )
 
     @contextlib.asynccontextmanager
-    async def _probe(self, group: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
+    async def _probe(self, group_id: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
         """A short-lived consumer outside any group membership (assign, not subscribe)."""
-        consumer = self._consumer(group, fetch_max_wait_ms=10)
+        consumer = self._consumer(group_id, fetch_max_wait_ms=10)
         try:
-            with mapped("start consumer"):
+            with ERRORS.mapping("kafka start consumer", closed=self._is_closed):
                 await consumer.start()
             yield consumer
         finally:
             await consumer.stop()
+
+    def _is_closed(self) -> bool:
+        return self.closed
 
     # -- topics ------------------------------------------------------------------------
 
     async def _topic_exists(self, topic: str, *, fresh: bool = False) -> bool:
         if topic in self._topics and not fresh:
             return True
-        admin = self._check_open()
-        with mapped("list topics"):
+        admin = self._admin_client()
+        with ERRORS.mapping("kafka list topics", closed=self._is_closed):
             exists = topic in await admin.list_topics()
         if exists:
             self._topics.add(topic)
@@ -199,22 +159,27 @@ class KafkaBackend:
         return exists
 
     async def _ensure_topic(self, topic: str) -> None:
-        """Create `topic` with the admin client unless it exists (never by auto-create)."""
-        if await self._topic_exists(topic):
-            return
-        admin = self._check_open()
+        """Create `topic` with the admin client unless it exists (never by auto-create).
+        Two concurrent creations are harmless: "already exists" is success."""
+        if topic not in self._topics and not await self._topic_exists(topic):
+            await self._create_topic(topic)
+
+    async def _create_topic(self, topic: str) -> None:
+        admin = self._admin_client()
         new = NewTopic(topic, self.settings.partitions, self.settings.replication_factor)
-        with mapped(f"create topic {topic!r}"):
+        with ERRORS.mapping(f"kafka create topic {topic!r}", closed=self._is_closed):
             response = await admin.create_topics([new])
         check_created(topic, response.topic_errors)
         log.info("created topic %r (%d partitions)", topic, self.settings.partitions)
         self._topics.add(topic)
+        for key in [k for k in self._delivered if k[1] == topic]:  # offsets start over
+            del self._delivered[key]
 
     async def _partitions(self, topic: str) -> list[TopicPartition] | None:
         if not await self._topic_exists(topic):
             return None
-        admin = self._check_open()
-        with mapped(f"describe topic {topic!r}"):
+        admin = self._admin_client()
+        with ERRORS.mapping(f"kafka describe topic {topic!r}", closed=self._is_closed):
             described = await admin.describe_topics([topic])
         numbers = sorted(p["partition"] for t in described for p in t["partitions"])
         return [TopicPartition(topic, n) for n in numbers]
@@ -228,7 +193,7 @@ class KafkaBackend:
         Tansu answers the latter with the last batch's base offset. A fetch from just
         before that offset reports the true watermark on Tansu and on Apache Kafka.
         """
-        with mapped("list offsets"):
+        with ERRORS.mapping("kafka list offsets", closed=self._is_closed):
             begin = await consumer.beginning_offsets(tps)
             end = await consumer.end_offsets(tps)
         consumer.assign(tps)
@@ -237,342 +202,123 @@ class KafkaBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2.0
         while loop.time() < deadline and any(consumer.highwater(tp) is None for tp in tps):
-            with mapped("fetch"):
+            with ERRORS.mapping("kafka fetch", closed=self._is_closed):
                 await consumer.getmany(timeout_ms=20)
         high = {tp: max(end[tp], consumer.highwater(tp) or 0) for tp in tps}
         return begin, high
 
-    # -- the seed protocol -------------------------------------------------------------
+    # -- consumer sessions -------------------------------------------------------------
 
-    async def create_group(self, stream_name: str, group_name: str) -> None:
-        """Create the topic if needed; a new group starts at the beginning."""
-        await self.ensure_group(stream_name, group_name)
-
-    async def read_events(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Seed read: ``(id, payload)`` pairs. Undecodable records are left out and stay
-        unacknowledged (they hold back their partition's commit point; use `read`)."""
-        messages = await self.read(stream_name, group_name, consumer_name, count=count, block=None)
-        for message in messages:
-            if message.decode_error is not None:
-                log.warning(
-                    "undecodable record %s left pending: %s", message.id, message.decode_error
-                )
-        return [(m.id, m.data) for m in messages if m.decode_error is None]
-
-    async def ack_event(self, stream_name: str, group_name: str, message_id: str) -> None:
-        """Seed ack of one id; unknown ids are ignored."""
-        await self.ack(stream_name, group_name, [Message(message_id, stream_name, {})])
-
-    # -- the backend interface ---------------------------------------------------------
-
-    async def ensure_group(
-        self,
-        stream: str,
-        group: str,
-        *,
-        start: StartPosition = "earliest",
-        claim_idle: float | None = None,
-        max_deliveries: int | None = None,
-        consumer: str | None = None,
-    ) -> None:
+    async def _open_consumer(
+        self, stream: str, group: str, consumer: str, options: ConsumerOptions
+    ) -> KafkaSession:
         """Create the topic; a new group starts at the beginning or, for ``"latest"``, at
         the current end (committed for every partition, so later publishes are seen).
 
-        `claim_idle` becomes the members' session timeout unless the URL sets one.
+        The session joins the group on its first read. `claim_idle` becomes its session
+        timeout unless the URL sets one.
         """
         topic = topic_name(stream)
+        group_id = self.settings.group_id(group, stream)
         await self._ensure_topic(topic)
-        self._groups[(stream, group)] = _GroupOptions(start, claim_idle)
-        if start == "latest":
-            await self._start_at_end(topic, group)
+        if options.start == "latest" and group_id not in self._opened:
+            await self._start_at_end(topic, group_id)
+        self._opened.add(group_id)
+        return KafkaSession(
+            self, stream, group, consumer, topic=topic, group_id=group_id, options=options
+        )
 
-    async def _start_at_end(self, topic: str, group: str) -> None:
+    async def _start_at_end(self, topic: str, group_id: str) -> None:
+        """Commit the end offsets for a group that has committed nothing yet."""
         tps = await self._partitions(topic)
         if not tps:
             return
-        async with self._probe(group) as consumer:
-            with mapped("fetch committed offsets"):
+        async with self._probe(group_id) as consumer:
+            with ERRORS.mapping("kafka fetch committed offsets", closed=self._is_closed):
                 committed = [await consumer.committed(tp) for tp in tps]
             if any(offset is not None for offset in committed):
                 return  # the group exists: keep its offsets
             _, high = await self._bounds(consumer, tps)
-            with mapped("commit start offsets"):
+            with ERRORS.mapping("kafka commit start offsets", closed=self._is_closed):
                 try:
                     await consumer.commit(high)
                 except MOVED:
-                    log.info("group %r is active on %r: keeping its offsets", group, topic)
+                    log.info("group %r is active on %r: keeping its offsets", group_id, topic)
 
-    async def publish(self, stream: str, data: dict[str, Any]) -> str:
-        """Produce one payload; returns ``topic/partition/offset`` once the broker acked."""
-        return (await self.publish_many(stream, [data]))[0]
+    # -- publishing --------------------------------------------------------------------
 
-    async def publish_many(self, stream: str, items: Sequence[dict[str, Any]]) -> list[str]:
-        """Send every payload, then await every broker ack; ids in order. Validates all
-        payloads before sending any."""
-        self._check_open()
-        payloads = [encode_json(item).encode() for item in items]
-        if not payloads:
-            return []
-        topic = topic_name(stream)
-        await self._ensure_topic(topic)
-        producer = await self._producer_ready()
-        with mapped(f"produce to {topic!r}"):
-            return await self._send_batches(producer, topic, payloads)
-
-    async def _send_batches(
-        self, producer: AIOKafkaProducer, topic: str, payloads: list[bytes]
+    async def _publish_many(
+        self, stream: str, items: list[dict[str, Any]], headers: list[dict[str, str]] | None
     ) -> list[str]:
-        """Fill record batches ourselves (about twice the rate of one `send()` per record),
-        one partition per batch, round robin; then await every broker ack."""
-        partitions = sorted(await producer.partitions_for(topic))
-        sent: list[tuple[asyncio.Future[Any], int]] = []
-        index = 0
-        while index < len(payloads):
-            batch = producer.create_batch()
-            first = index
-            while index < len(payloads):
-                if batch.append(key=None, value=payloads[index], timestamp=None) is None:
-                    break
-                index += 1
-            if index == first:  # larger than a batch: let the producer size it
-                sent.append((await producer.send(topic, payloads[index]), 1))
-                index += 1
-                continue
-            batch.close()
-            partition = partitions[next(self._round_robin) % len(partitions)]
-            sent.append(
-                (await producer.send_batch(batch, topic, partition=partition), index - first)
-            )
-        results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
-        ids: list[str] = []
-        for result, (_, size) in zip(results, sent, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            base = f"{result.topic}/{result.partition}/"
-            ids.extend(f"{base}{result.offset + i}" for i in range(size))
-        return ids
+        """Encode every payload (validating all before sending any), then produce them;
+        ``topic/partition/offset`` ids once the broker acked (``acks=all``)."""
+        values = [encode_json(item).encode() for item in items]
+        native = [encode_headers(h) if h else [] for h in headers] if headers else None
+        return await self._produce(stream, values, native)
 
-    async def _member(self, stream: str, group: str, name: str) -> Member:
-        key = (stream, group, name)
-        member = self._members.get(key)
-        if member is not None:
-            return member
-        lock = self._joining.setdefault(key, asyncio.Lock())
-        async with lock:
-            member = self._members.get(key)
-            if member is not None:
-                return member
-            topic = topic_name(stream)
-            if not await self._topic_exists(topic):
-                raise GroupNotFoundError(f"stream {stream!r} (topic {topic!r}) does not exist")
-            options = self._groups.get((stream, group), _GroupOptions())
-            session = self.settings.session_timeout_for(options.claim_idle)
-            consumer = self._consumer(
-                group,
-                auto_offset_reset=options.start,
-                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-                session_timeout_ms=session,
-                heartbeat_interval_ms=self.settings.heartbeat_for(session),
-                max_poll_interval_ms=self.settings.max_poll_interval_ms,
-            )
-            member = Member(
-                consumer,
-                stream,
-                group,
-                name,
-                topic,
-                limit=self.settings.max_uncommitted,
-                timeout=self.settings.request_timeout_ms / 1000,
-            )
-            consumer.subscribe([topic], listener=member)
-            try:
-                with mapped(f"join group {group!r}"):
-                    await consumer.start()  # returns once the group is joined
-            except BaseException:
-                await consumer.stop()
-                raise
-            if self._closed:  # closed while joining
-                await consumer.stop()
-                raise BackendClosedError(f"{self!r} is closed")
-            self._members[key] = member
-            return member
+    async def _produce(
+        self, stream: str, values: list[bytes], headers: list[RecordHeaders] | None
+    ) -> list[str]:
+        return await self._producer.send(topic_name(stream), values, headers)
 
-    async def read(
-        self, stream: str, group: str, consumer: str, *, count: int, block: float | None
-    ) -> list[Message]:
-        """Fetch up to `count` records. A consumer's first read joins the group (seconds
-        on Tansu) and resumes from the committed offsets, so its unacked messages of an
-        earlier life come first. `block` None or 0 waits one fetch round at most
-        (`fetch_max_wait_ms` + 100 ms): records are only "available" once fetched."""
-        self._check_open()
-        member = await self._member(stream, group, consumer)
-        timeout_ms = int(block * 1000) if block else self.settings.fetch_max_wait_ms + 100
-        member.last_read = time.monotonic()
-        try:
-            with mapped("fetch"):
-                batches = await member.consumer.getmany(timeout_ms=timeout_ms, max_records=count)
-        except BackendError as exc:
-            if not isinstance(exc, BrokerUnavailableError):
-                # a fatal consumer error: the next read rejoins with a fresh consumer
-                self._members.pop((stream, group, consumer), None)
-                await self._stop_member(member)
-            raise
-        if not batches and member.last_read - member.checked_at > _TOPIC_CHECK:
-            await self._check_topic(member)
-        return member.take(batches)
+    # -- inspection --------------------------------------------------------------------
 
-    async def _check_topic(self, member: Member) -> None:
-        """Raise GroupNotFoundError when the member's topic was deleted (the client would
-        sit on it silently); the engine then recreates it through `ensure_group`."""
-        member.checked_at = time.monotonic()
-        if await self._topic_exists(member.topic, fresh=True):
-            return
-        self._members.pop((member.stream, member.group, member.name), None)
-        await self._stop_member(member, commit=False)
-        raise GroupNotFoundError(f"stream {member.stream!r} (topic {member.topic!r}) was deleted")
-
-    def _find(self, stream: str, group: str, message: Message) -> tuple[Member, int, int] | None:
-        handle = message.handle
-        if isinstance(handle, Handle):  # fast path: delivered by this backend
-            member = handle.member
-            offset = int(message.id.rpartition("/")[2])
+    def _members(self, stream: str, group: str) -> list[tuple[KafkaSession, Member]]:
+        """The joined members of `group` on `stream` in this process's open sessions."""
+        out = []
+        for session in self._sessions.values():
             if (
-                member.stream == stream
-                and member.group == group
-                and member.locate(message, handle.partition, offset)
+                isinstance(session, KafkaSession)
+                and session.stream == stream
+                and session.group == group
+                and session.member is not None
             ):
-                return member, handle.partition, offset
-            return None
-        parsed = parse_id(message.id)
-        if parsed is None or parsed[0] != topic_name(stream):
-            return None
-        _, partition, offset = parsed
-        for key, member in self._members.items():
-            if key[:2] == (stream, group) and member.locate(message, partition, offset):
-                return member, partition, offset
-        return None
-
-    async def ack(self, stream: str, group: str, messages: Sequence[Message]) -> None:
-        """Forget acked offsets and commit each touched partition's contiguous prefix, in
-        one commit per member. Unknown ids and partitions no longer owned are ignored."""
-        self._check_open()
-        touched: set[Member] = set()
-        for message in messages:
-            handle = message.handle
-            if type(handle) is Handle:  # fast path: delivered by this backend
-                member = handle.member
-                state = member.partitions.get(handle.partition)
-                if state is not None and member.stream == stream and member.group == group:
-                    offset = int(message.id.rpartition("/")[2])
-                    if state.outstanding.pop(offset, None) is not None:
-                        touched.add(member)
-                continue
-            found = self._find(stream, group, message)
-            if found is None:
-                continue
-            member, partition, offset = found
-            member.partitions[partition].outstanding.pop(offset, None)
-            touched.add(member)
-        for member in touched:
-            await member.commit()
-
-    async def redeliver(
-        self, stream: str, group: str, consumer: str, messages: Sequence[Message]
-    ) -> list[Message]:
-        """Hand failed messages back with ``delivery_count + 1`` (emulated; kept in memory
-        while their partition stays with this member, otherwise left out)."""
-        self._check_open()
-        out: list[Message] = []
-        for message in messages:
-            found = self._find(stream, group, message)
-            if found is None:
-                continue
-            member, partition, offset = found
-            state = member.partitions[partition]
-            cached = state.outstanding[offset]
-            count = max(cached.delivery_count, message.delivery_count) + 1
-            again = replace(cached, delivery_count=count)
-            state.outstanding[offset] = again
-            out.append(again)
+                out.append((session, session.member))
         return out
 
-    async def nack(self, stream: str, group: str, message: Message, *, delay: float) -> None:
-        """Not used on Kafka (``redelivery="engine"``): the message stays outstanding."""
-        self._check_open()
-
-    async def claim_stale(
-        self, stream: str, group: str, consumer: str, *, min_idle: float, count: int
-    ) -> list[Message]:
-        """Always []: the broker moves a dead member's partitions (``claim="broker"``)."""
-        self._check_open()
-        return []
-
-    async def heartbeat(
-        self, stream: str, group: str, consumer: str, messages: Sequence[Message]
-    ) -> None:
-        """No-op: aiokafka heartbeats the group membership in the background."""
-        self._check_open()
-
-    async def dead_letter(
-        self,
-        stream: str,
-        group: str,
-        message: Message,
-        *,
-        dead_letter_stream: str,
-        record: dict[str, Any],
-    ) -> str:
-        """Produce `record` to the dead-letter topic, await the broker's ack, and only then
-        ack `message` (a crash in between gives a duplicate dead letter, never a loss)."""
-        self._check_open()
-        payload = encode_json(record).encode()
-        topic = topic_name(dead_letter_stream)
-        await self._ensure_topic(topic)
-        producer = await self._producer_ready()
-        with mapped(f"produce to {topic!r}"):
-            result = await producer.send_and_wait(topic, payload)
-        await self.ack(stream, group, [message])
-        return f"{result.topic}/{result.partition}/{result.offset}"
-
-    async def group_info(self, stream: str, group: str) -> GroupInfo:
-        """Pending: delivered and unacked in this process. Lag: records past the group's
-        position (this process's delivery position where it owns the partition, else the
+    async def _group_info(self, stream: str, group: str) -> GroupInfo:
+        """Pending: delivered by this process and not acked (by its open sessions, and
+        what its closed sessions delivered past the committed offset). Lag: records past
+        the group's position (this process's delivery position where known, else the
         committed offset). On Tansu the end offsets come from a fetch (see `_bounds`)."""
-        self._check_open()
         topic = topic_name(stream)
         tps = await self._partitions(topic)
         if tps is None:
             raise GroupNotFoundError(f"stream {stream!r} (topic {topic!r}) does not exist")
-        members = [m for k, m in self._members.items() if k[:2] == (stream, group)]
+        group_id = self.settings.group_id(group, stream)
+        members = self._members(stream, group)
         positions: dict[int, int] = {}
-        for member in members:
+        for _, member in members:
             for number, state in member.partitions.items():
                 if state.position is not None:
                     positions[number] = state.position
-        async with self._probe(group) as consumer:
-            with mapped("fetch committed offsets"):
+        async with self._probe(group_id) as consumer:
+            with ERRORS.mapping("kafka fetch committed offsets", closed=self._is_closed):
                 committed = {tp: await consumer.committed(tp) for tp in tps}
             begin, high = await self._bounds(consumer, tps)
-        lag = 0
+        lag = released = 0
         for tp in tps:
-            base = positions.get(tp.partition, committed[tp])
-            lag += max(0, high[tp] - (begin[tp] if base is None else base))
+            base = committed[tp]
+            base = begin[tp] if base is None else max(base, begin[tp])
+            position = positions.get(tp.partition)
+            if position is None:  # no open session here holds it: what did closed ones do?
+                delivered = self._delivered.get((group_id, topic, tp.partition), base)
+                released += max(0, delivered - base)
+                position = max(delivered, base)
+            lag += max(0, high[tp] - position)
         now = time.monotonic()
         consumers = tuple(
-            ConsumerInfo(m.name, m.pending(), max(0.0, now - m.last_read))
-            for m in sorted(members, key=lambda m: m.name)
+            ConsumerInfo(session.consumer, member.pending(), max(0.0, now - member.last_read))
+            for session, member in sorted(members, key=lambda pair: pair[0].consumer)
         )
-        pending = sum(c.pending for c in consumers)
+        pending = sum(c.pending for c in consumers) + released
         length = sum(high[tp] - begin[tp] for tp in tps)
         return GroupInfo(stream, group, pending, lag, length, consumers)
 
-    async def peek(self, stream: str, *, count: int) -> list[Message]:
+    async def _peek(self, stream: str, count: int) -> list[Message]:
         """Up to the last `count` records (by timestamp across partitions), oldest first."""
-        self._check_open()
         tps = await self._partitions(topic_name(stream))
-        if not tps or count <= 0:
+        if not tps:
             return []
         records: list[Any] = []
         async with self._probe() as consumer:
@@ -583,7 +329,7 @@ class KafkaBackend:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0
             while todo and loop.time() < deadline:
-                with mapped("fetch"):
+                with ERRORS.mapping("kafka fetch", closed=self._is_closed):
                     batches = await consumer.getmany(*todo, timeout_ms=100)
                 for tp, batch in batches.items():
                     records.extend(r for r in batch if r.offset < high[tp])

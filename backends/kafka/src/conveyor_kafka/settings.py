@@ -1,4 +1,5 @@
-"""``kafka://`` URLs: `KafkaSettings.from_url` and the stream-name to topic-name mapping."""
+"""``kafka://`` URLs: `KafkaSettings.from_url`, the stream-name to topic-name mapping and the
+conveyor-group to Kafka-group-id mapping."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def stream_name(topic: str) -> str:
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+GroupIds = Literal["per_stream", "as_is"]
 
 _URL_FIELDS = ("bootstrap_servers",)
 
@@ -93,12 +95,20 @@ class KafkaSettings:
         ssl_certfile: Client certificate for mutual TLS.
         ssl_keyfile: Private key of `ssl_certfile`.
         ssl_check_hostname: Verify the broker's host name against its certificate.
+        group_ids: How a conveyor group becomes a Kafka consumer-group id. Kafka groups
+            are global while conveyor groups are per stream, so by default
+            (``per_stream``) group ``billing`` on stream ``orders`` is the Kafka group
+            ``billing:orders`` (``group:topic``; injective since topic names cannot hold
+            ``:``), and the same group name on two streams never rebalances one when a
+            consumer of the other starts or stops. ``as_is``: the conveyor group name is
+            the Kafka group id (what conveyor-kafka 0.1 did, for deployments that keep
+            their committed offsets or share groups with other Kafka clients).
         fetch_max_wait_ms: How long the broker may hold a fetch that has no data. Apache
             Kafka answers as soon as records arrive; Tansu does not, so there this bounds
             delivery latency. Default 100.
         session_timeout_ms: Consumer-group session timeout: how long a dead member keeps
-            its partitions before they move to another member. None: `claim_idle` given to
-            `ensure_group` (clamped to 6 s .. 30 min), else 10 s.
+            its partitions before they move to another member. None: the `claim_idle` given to
+            `open_consumer` (clamped to 6 s .. 30 min), else 10 s.
         heartbeat_interval_ms: Member heartbeat period. None: a third of the session
             timeout, at most 3 s.
         max_poll_interval_ms: Longest gap between reads before the client leaves the group.
@@ -109,7 +119,8 @@ class KafkaSettings:
         client_id: Client id shown in broker logs.
         idempotent: Idempotent producer (``enable_idempotence``). Default True; Tansu's
             memory storage refuses InitProducerId, so tests against it set False.
-        linger_ms: Producer linger time for batching (0: send at once).
+        linger_ms: How long publishes wait for more publishes to share their record
+            batches (0: send at once; concurrent publishes share batches anyway).
     """
 
     bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
@@ -123,6 +134,7 @@ class KafkaSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = True
+    group_ids: GroupIds = "per_stream"
     fetch_max_wait_ms: int = 100
     session_timeout_ms: int | None = None
     heartbeat_interval_ms: int | None = None
@@ -182,8 +194,15 @@ class KafkaSettings:
                 " kafka://user:password@host:port or sasl_username/sasl_password"
             )
 
+    def group_id(self, group: str, stream: str) -> str:
+        """The Kafka consumer-group id of conveyor group `group` on `stream` (see
+        `group_ids`): ``group:topic`` by default, `group` itself with ``as_is``."""
+        if self.group_ids == "as_is":
+            return group
+        return f"{group}:{topic_name(stream)}"
+
     def session_timeout_for(self, claim_idle: float | None) -> int:
-        """Session timeout in ms for a group whose `ensure_group` got `claim_idle`."""
+        """Session timeout in ms for a consumer opened with `claim_idle`."""
         if self.session_timeout_ms is not None:
             return self.session_timeout_ms
         if claim_idle is None:

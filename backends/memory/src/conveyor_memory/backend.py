@@ -12,28 +12,29 @@ import bisect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
+from conveyor.base import BaseBackend, BaseSession, ConsumerOptions
 from conveyor.clock import Clock, SystemClock
 from conveyor.codec import decode_json, encode_json
-from conveyor.errors import BackendClosedError, DecodeError, GroupNotFoundError
+from conveyor.errors import ConfigurationError, DecodeError, GroupNotFoundError
 from conveyor.message import Message
 from conveyor.options import parse_url_options
-from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo, StartPosition
+from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
 
-__all__ = ["CAPABILITIES", "MemoryBackend", "MemoryBroker", "MemorySettings", "reset"]
+__all__ = [
+    "CAPABILITIES",
+    "MemoryBackend",
+    "MemoryBroker",
+    "MemorySession",
+    "MemorySettings",
+    "open_backend",
+    "reset",
+]
 
 log = logging.getLogger("conveyor.memory")
 
-CAPABILITIES = Capabilities(
-    name="memory",
-    redelivery="engine",
-    claim="engine",
-    exact_delivery_count=True,
-    ordering="stream",
-    durable=False,
-)
+CAPABILITIES = Capabilities(name="memory", redelivery="engine", claim="engine")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class MemorySettings:
         kwargs = parse_url_options("memory", cls, options, exclude=("name",))
         settings = cls(name=name, **kwargs)
         if settings.maxlen is not None and settings.maxlen < 1:
-            raise ValueError(f"memory:// option maxlen={settings.maxlen}: must be >= 1")
+            raise ConfigurationError(f"memory:// option maxlen={settings.maxlen}: must be >= 1")
         return settings
 
 
@@ -68,6 +69,7 @@ class _Entry:
     seq: int
     payload: str  # JSON text: every read decodes a fresh copy
     published_at: float
+    headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -134,45 +136,38 @@ def reset(name: str | None = None) -> None:
         _BROKERS.pop(name, None)
 
 
-class MemoryBackend:
+def _message(stream: str, entry: _Entry, count: int) -> Message:
+    headers = dict(entry.headers) if entry.headers else {}
+    try:
+        data = decode_json(entry.payload)
+    except DecodeError as exc:
+        return Message(
+            str(entry.seq), stream, {}, count, entry.published_at, str(exc), entry.payload,
+            headers=headers,
+        )  # fmt: skip
+    return Message(str(entry.seq), stream, data, count, entry.published_at, headers=headers)
+
+
+def _seq(message_id: str) -> int | None:
+    return int(message_id) if message_id.isdigit() else None
+
+
+class MemoryBackend(BaseBackend):
     """``memory://`` backend: real consumer-group semantics inside the process."""
 
     capabilities = CAPABILITIES
 
     def __init__(self, settings: MemorySettings | None = None) -> None:
+        super().__init__()
         self.settings = settings or MemorySettings()
         self.broker = _broker(self.settings.name, self.settings.clock)
-        self._closed = False
-        # (stream, group, consumer) -> seq cursor while re-reading own pending entries
-        self._recovering: dict[tuple[str, str, str], int] = {}
-        self._started: set[tuple[str, str, str]] = set()
 
     def __repr__(self) -> str:
         return f"MemoryBackend(name={self.settings.name!r})"
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def __aenter__(self) -> MemoryBackend:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        self._closed = True
+    async def _close(self) -> None:
         for stream in self.broker.streams.values():
             stream.wake()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendClosedError(f"{self!r} is closed")
-
-    # -- helpers -----------------------------------------------------------------------
 
     def _group(self, stream: str, group: str) -> tuple[_Stream, _Group]:
         state = self.broker.streams.get(stream)
@@ -181,35 +176,13 @@ class MemoryBackend:
             raise GroupNotFoundError(f"no group {group!r} on stream {stream!r}")
         return state, found
 
-    def _message(self, stream: str, entry: _Entry, count: int) -> Message:
-        try:
-            data = decode_json(entry.payload)
-        except DecodeError as exc:
-            return Message(
-                id=str(entry.seq),
-                stream=stream,
-                data={},
-                delivery_count=count,
-                published_at=entry.published_at,
-                decode_error=str(exc),
-                raw=entry.payload,
-            )
-        return Message(
-            id=str(entry.seq),
-            stream=stream,
-            data=data,
-            delivery_count=count,
-            published_at=entry.published_at,
-        )
-
-    def _drop_trimmed(self, stream: str, group: str, state: _Group, seq: int) -> None:
-        state.pending.pop(seq, None)
-        log.warning(
-            "entry %s of stream %r was trimmed while pending in group %r: acknowledged",
-            seq,
-            stream,
-            group,
-        )
+    def _append(self, stream: str, payload: str, headers: dict[str, str] | None) -> str:
+        state = self.broker.stream(stream)
+        state.last_seq += 1
+        seq = state.last_seq
+        state.seqs.append(seq)
+        state.entries[seq] = _Entry(seq, payload, self.broker.clock.time(), headers or None)
+        return str(seq)
 
     def _trim(self, state: _Stream) -> None:
         maxlen = self.settings.maxlen
@@ -220,222 +193,31 @@ class MemoryBackend:
             del state.entries[seq]
         del state.seqs[:cut]
 
-    # -- the seed protocol -------------------------------------------------------------
-
-    async def create_group(self, stream_name: str, group_name: str) -> None:
-        await self.ensure_group(stream_name, group_name)
-
-    async def read_events(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int
-    ) -> list[tuple[str, dict[str, Any]]]:
-        messages = await self.read(stream_name, group_name, consumer_name, count=count, block=None)
-        return [(m.id, m.data) for m in messages]
-
-    async def ack_event(self, stream_name: str, group_name: str, message_id: str) -> None:
-        self._check_open()
-        state = self.broker.streams.get(stream_name)
-        group = state.groups.get(group_name) if state else None
-        if group is not None and message_id.isdigit():
-            group.pending.pop(int(message_id), None)
-
     # -- the backend interface ---------------------------------------------------------
 
-    async def ensure_group(
-        self,
-        stream: str,
-        group: str,
-        *,
-        start: StartPosition = "earliest",
-        claim_idle: float | None = None,
-        max_deliveries: int | None = None,
-        consumer: str | None = None,
-    ) -> None:
-        self._check_open()
-        # a (re)starting consumer re-reads its own pending entries on its next read
-        self._started = {
-            k
-            for k in self._started
-            if k[:2] != (stream, group) or (consumer is not None and k[2] != consumer)
-        }
+    async def _open_consumer(
+        self, stream: str, group: str, consumer: str, options: ConsumerOptions
+    ) -> MemorySession:
         state = self.broker.stream(stream)
         if group not in state.groups:
-            state.groups[group] = _Group(last_seq=0 if start == "earliest" else state.last_seq)
+            start = 0 if options.start == "earliest" else state.last_seq
+            state.groups[group] = _Group(last_seq=start)
+        return MemorySession(self, stream, group, consumer)
 
-    async def publish(self, stream: str, data: dict[str, Any]) -> str:
-        return (await self.publish_many(stream, [data]))[0]
-
-    async def publish_many(self, stream: str, items: Sequence[dict[str, Any]]) -> list[str]:
-        self._check_open()
+    async def _publish_many(
+        self, stream: str, items: list[dict[str, Any]], headers: list[dict[str, str]] | None
+    ) -> list[str]:
         payloads = [encode_json(item) for item in items]  # validate all before storing any
+        ids = [
+            self._append(stream, payload, headers[i] if headers else None)
+            for i, payload in enumerate(payloads)
+        ]
         state = self.broker.stream(stream)
-        now = self.broker.clock.time()
-        ids: list[str] = []
-        for payload in payloads:
-            state.last_seq += 1
-            seq = state.last_seq
-            state.seqs.append(seq)
-            state.entries[seq] = _Entry(seq, payload, now)
-            ids.append(str(seq))
         self._trim(state)
         state.wake()
         return ids
 
-    def _read_own_pending(
-        self, stream: str, group: str, consumer: str, count: int
-    ) -> list[Message] | None:
-        key = (stream, group, consumer)
-        cursor = self._recovering.get(key)
-        if cursor is None:
-            return None
-        state, grp = self._group(stream, group)
-        now = self.broker.clock.monotonic()
-        out: list[Message] = []
-        for seq in sorted(
-            s for s, p in grp.pending.items() if p.consumer == consumer and s > cursor
-        ):
-            entry = state.entries.get(seq)
-            cursor = seq
-            if entry is None:
-                self._drop_trimmed(stream, group, grp, seq)
-                continue
-            pending = grp.pending[seq]
-            pending.count += 1
-            pending.delivered_at = now
-            out.append(self._message(stream, entry, pending.count))
-            if len(out) >= count:
-                break
-        if out:
-            self._recovering[key] = cursor
-            return out
-        del self._recovering[key]
-        return None
-
-    def _read_new(self, stream: str, group: str, consumer: str, count: int) -> list[Message]:
-        state, grp = self._group(stream, group)
-        start = bisect.bisect_right(state.seqs, grp.last_seq)
-        seqs = state.seqs[start : start + count]
-        if not seqs:
-            return []
-        now = self.broker.clock.monotonic()
-        out = []
-        for seq in seqs:
-            grp.pending[seq] = _Pending(consumer, now, 1)
-            out.append(self._message(stream, state.entries[seq], 1))
-        grp.last_seq = seqs[-1]
-        return out
-
-    async def read(
-        self, stream: str, group: str, consumer: str, *, count: int, block: float | None
-    ) -> list[Message]:
-        self._check_open()
-        key = (stream, group, consumer)
-        state, grp = self._group(stream, group)
-        grp.consumers[consumer] = self.broker.clock.monotonic()
-        if key not in self._started:
-            self._started.add(key)
-            self._recovering[key] = 0
-        own = self._read_own_pending(stream, group, consumer, count)
-        if own:
-            return own
-        messages = self._read_new(stream, group, consumer, count)
-        if messages or not block:
-            return messages
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        state.waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, block)
-        except asyncio.TimeoutError:
-            return []
-        finally:
-            if waiter in state.waiters:
-                state.waiters.remove(waiter)
-        self._check_open()
-        return self._read_new(stream, group, consumer, count)
-
-    async def ack(self, stream: str, group: str, messages: Sequence[Message]) -> None:
-        self._check_open()
-        state = self.broker.streams.get(stream)
-        grp = state.groups.get(group) if state else None
-        if grp is None:
-            return
-        for message in messages:
-            if message.id.isdigit():
-                grp.pending.pop(int(message.id), None)
-
-    def _take(self, stream: str, group: str, consumer: str, seqs: Sequence[int]) -> list[Message]:
-        state, grp = self._group(stream, group)
-        now = self.broker.clock.monotonic()
-        out = []
-        for seq in seqs:
-            pending = grp.pending.get(seq)
-            if pending is None:
-                continue
-            entry = state.entries.get(seq)
-            if entry is None:
-                self._drop_trimmed(stream, group, grp, seq)
-                continue
-            pending.consumer = consumer
-            pending.delivered_at = now
-            pending.count += 1
-            out.append(self._message(stream, entry, pending.count))
-        return out
-
-    async def redeliver(
-        self, stream: str, group: str, consumer: str, messages: Sequence[Message]
-    ) -> list[Message]:
-        self._check_open()
-        return self._take(stream, group, consumer, [int(m.id) for m in messages if m.id.isdigit()])
-
-    async def nack(self, stream: str, group: str, message: Message, *, delay: float) -> None:
-        raise NotImplementedError("memory:// redelivers through redeliver() (redelivery='engine')")
-
-    async def claim_stale(
-        self, stream: str, group: str, consumer: str, *, min_idle: float, count: int
-    ) -> list[Message]:
-        self._check_open()
-        _, grp = self._group(stream, group)
-        now = self.broker.clock.monotonic()
-        stale = [s for s, p in grp.pending.items() if now - p.delivered_at >= min_idle]
-        stale.sort()
-        return self._take(stream, group, consumer, stale[:count])
-
-    async def heartbeat(
-        self, stream: str, group: str, consumer: str, messages: Sequence[Message]
-    ) -> None:
-        self._check_open()
-        _, grp = self._group(stream, group)
-        now = self.broker.clock.monotonic()
-        grp.consumers[consumer] = now
-        for message in messages:
-            pending = grp.pending.get(int(message.id)) if message.id.isdigit() else None
-            if pending is not None and pending.consumer == consumer:
-                pending.delivered_at = now
-
-    async def dead_letter(
-        self,
-        stream: str,
-        group: str,
-        message: Message,
-        *,
-        dead_letter_stream: str,
-        record: dict[str, Any],
-    ) -> str:
-        self._check_open()
-        payload = encode_json(record)
-        _, grp = self._group(stream, group)
-        # no await between the write and the ack: atomic for every other task
-        dead = self.broker.stream(dead_letter_stream)
-        dead.last_seq += 1
-        seq = dead.last_seq
-        dead.seqs.append(seq)
-        dead.entries[seq] = _Entry(seq, payload, self.broker.clock.time())
-        if message.id.isdigit():
-            grp.pending.pop(int(message.id), None)
-        dead.wake()
-        return str(seq)
-
-    async def group_info(self, stream: str, group: str) -> GroupInfo:
-        self._check_open()
+    async def _group_info(self, stream: str, group: str) -> GroupInfo:
         state, grp = self._group(stream, group)
         now = self.broker.clock.monotonic()
         lag = len(state.seqs) - bisect.bisect_right(state.seqs, grp.last_seq)
@@ -448,12 +230,18 @@ class MemoryBackend:
         )
         return GroupInfo(stream, group, len(grp.pending), lag, len(state.seqs), consumers)
 
-    async def peek(self, stream: str, *, count: int) -> list[Message]:
-        self._check_open()
+    async def _peek(self, stream: str, count: int) -> list[Message]:
         state = self.broker.streams.get(stream)
         if state is None:
             return []
-        return [self._message(stream, state.entries[s], 0) for s in state.seqs[-count:]]
+        return [_message(stream, state.entries[s], 0) for s in state.seqs[-count:]]
+
+    async def _ack_by_id(self, stream: str, group: str, message_id: str) -> None:
+        state = self.broker.streams.get(stream)
+        grp = state.groups.get(group) if state is not None else None
+        seq = _seq(message_id)
+        if grp is not None and seq is not None:
+            grp.pending.pop(seq, None)
 
     # -- memory-only conveniences for tests ------------------------------------------
 
@@ -467,12 +255,9 @@ class MemoryBackend:
     async def publish_raw(self, stream: str, text: str) -> str:
         """Append `text` unvalidated, as a foreign producer could (tests of bad input)."""
         self._check_open()
-        state = self.broker.stream(stream)
-        state.last_seq += 1
-        state.seqs.append(state.last_seq)
-        state.entries[state.last_seq] = _Entry(state.last_seq, text, self.broker.clock.time())
-        state.wake()
-        return str(state.last_seq)
+        entry_id = self._append(stream, text, None)
+        self.broker.stream(stream).wake()
+        return entry_id
 
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> None:
         """Delete entries (like Redis ``XDEL``); pending references stay dangling."""
@@ -484,6 +269,156 @@ class MemoryBackend:
             seq = int(raw)
             if state.entries.pop(seq, None) is not None:
                 state.seqs.remove(seq)
+
+
+class MemorySession(BaseSession):
+    """One consumer of a memory group. A new session re-reads the consumer's own pending
+    entries first (like Redis ``XREADGROUP ... 0``)."""
+
+    backend: MemoryBackend
+
+    def __init__(self, backend: MemoryBackend, stream: str, group: str, consumer: str) -> None:
+        super().__init__(backend, stream, group, consumer)
+        self._broker = backend.broker
+        self._cursor: int | None = 0  # own pending entries re-read up to here; None: done
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def _close(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # a blocked read returns
+
+    def _state(self) -> tuple[_Stream, _Group]:
+        self._check_open()
+        return self.backend._group(self.stream, self.group)
+
+    def _drop_trimmed(self, group: _Group, seq: int) -> None:
+        group.pending.pop(seq, None)
+        log.warning(
+            "entry %s of stream %r was trimmed while pending in group %r: acknowledged",
+            seq,
+            self.stream,
+            self.group,
+        )
+
+    def _read_own(self, state: _Stream, group: _Group, count: int) -> list[Message]:
+        cursor = self._cursor or 0
+        now = self._broker.clock.monotonic()
+        out: list[Message] = []
+        mine = sorted(
+            s for s, p in group.pending.items() if p.consumer == self.consumer and s > cursor
+        )
+        for seq in mine:
+            cursor = seq
+            entry = state.entries.get(seq)
+            if entry is None:
+                self._drop_trimmed(group, seq)
+                continue
+            pending = group.pending[seq]
+            pending.count += 1
+            pending.delivered_at = now
+            out.append(_message(self.stream, entry, pending.count))
+            if len(out) >= count:
+                break
+        self._cursor = cursor if out else None
+        return out
+
+    def _read_new(self, state: _Stream, group: _Group, count: int) -> list[Message]:
+        start = bisect.bisect_right(state.seqs, group.last_seq)
+        seqs = state.seqs[start : start + count]
+        if not seqs:
+            return []
+        now = self._broker.clock.monotonic()
+        out = []
+        for seq in seqs:
+            group.pending[seq] = _Pending(self.consumer, now, 1)
+            out.append(_message(self.stream, state.entries[seq], 1))
+        group.last_seq = seqs[-1]
+        return out
+
+    async def read(self, *, count: int, block: float | None) -> list[Message]:
+        state, group = self._state()
+        group.consumers[self.consumer] = self._broker.clock.monotonic()
+        if self._cursor is not None:
+            own = self._read_own(state, group, count)
+            if own:
+                return own
+        messages = self._read_new(state, group, count)
+        if messages or not block:
+            return messages
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.waiters.append(waiter)
+        self._waiter = waiter
+        try:
+            await asyncio.wait_for(waiter, block)
+        except asyncio.TimeoutError:
+            return []
+        finally:
+            self._waiter = None
+            if waiter in state.waiters:
+                state.waiters.remove(waiter)
+        state, group = self._state()
+        return self._read_new(state, group, count)
+
+    async def ack(self, messages: Sequence[Message]) -> None:
+        self._check_open()
+        state = self._broker.streams.get(self.stream)
+        group = state.groups.get(self.group) if state else None
+        if group is None:
+            return
+        for message in messages:
+            seq = _seq(message.id)
+            if seq is not None:
+                group.pending.pop(seq, None)
+
+    def _take(self, seqs: Sequence[int]) -> list[Message]:
+        state, group = self._state()
+        now = self._broker.clock.monotonic()
+        out = []
+        for seq in seqs:
+            pending = group.pending.get(seq)
+            if pending is None:
+                continue
+            entry = state.entries.get(seq)
+            if entry is None:
+                self._drop_trimmed(group, seq)
+                continue
+            pending.consumer = self.consumer
+            pending.delivered_at = now
+            pending.count += 1
+            out.append(_message(self.stream, entry, pending.count))
+        return out
+
+    async def redeliver(self, messages: Sequence[Message]) -> list[Message]:
+        return self._take([s for s in (_seq(m.id) for m in messages) if s is not None])
+
+    async def claim_stale(self, *, min_idle: float, count: int) -> list[Message]:
+        _, group = self._state()
+        now = self._broker.clock.monotonic()
+        stale = sorted(s for s, p in group.pending.items() if now - p.delivered_at >= min_idle)
+        return self._take(stale[:count])
+
+    async def heartbeat(self, messages: Sequence[Message]) -> None:
+        _, group = self._state()
+        now = self._broker.clock.monotonic()
+        group.consumers[self.consumer] = now
+        for message in messages:
+            seq = _seq(message.id)
+            pending = group.pending.get(seq) if seq is not None else None
+            if pending is not None and pending.consumer == self.consumer:
+                pending.delivered_at = now
+
+    async def dead_letter(
+        self, message: Message, *, dead_letter_stream: str, record: dict[str, Any]
+    ) -> str:
+        payload = encode_json(record)
+        _, group = self._state()
+        # no await between the write and the ack: atomic for every other task
+        dead_id = self.backend._append(dead_letter_stream, payload, message.headers or None)
+        seq = _seq(message.id)
+        if seq is not None:
+            group.pending.pop(seq, None)
+        self._broker.stream(dead_letter_stream).wake()
+        return dead_id
 
 
 async def open_backend(url: str, options: dict[str, Any]) -> MemoryBackend:

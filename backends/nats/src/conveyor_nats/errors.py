@@ -1,7 +1,10 @@
-"""`map_error`: the one place where nats-py exceptions become `conveyor.errors`.
+"""`ERRORS`: the one table that turns nats-py exceptions into `conveyor.errors`.
 
 JetStream API errors are classified by their ``err_code`` (nats-server's
 ``server/errors.json``), connection trouble by exception class; never by message text.
+Every call to NATS is wrapped in ``with ERRORS.mapping(action, closed=...):`` (see
+`conveyor.errormap.ErrorMap`); an error raised after the backend or session was closed
+becomes `BackendClosedError`.
 """
 
 from __future__ import annotations
@@ -11,23 +14,18 @@ import asyncio
 import nats.errors
 import nats.js.errors
 
-from conveyor.errors import (
-    BackendError,
-    BrokerUnavailableError,
-    ConfigConflictError,
-    ConveyorError,
-    GroupNotFoundError,
-)
+from conveyor.errormap import ErrorMap, Rule
+from conveyor.errors import BrokerUnavailableError, ConfigConflictError, GroupNotFoundError
 
 __all__ = [
     "CONSUMER_ALREADY_EXISTS",
     "CONSUMER_NAME_EXISTS",
     "CONSUMER_NOT_FOUND",
+    "ERRORS",
     "MESSAGE_NOT_FOUND",
     "STREAM_NAME_IN_USE",
     "STREAM_NOT_FOUND",
     "STREAM_SUBJECT_OVERLAP",
-    "map_error",
 ]
 
 # JetStream API error codes (nats-server's server/errors.json).
@@ -39,53 +37,78 @@ STREAM_NOT_FOUND = 10059
 STREAM_SUBJECT_OVERLAP = 10065
 CONSUMER_ALREADY_EXISTS = 10148
 
-_NOT_FOUND = {CONSUMER_NOT_FOUND, STREAM_NOT_FOUND}
-_CONFLICT = {
-    CONSUMER_NAME_EXISTS,
-    STREAM_NAME_IN_USE,
-    STREAM_SUBJECT_OVERLAP,
-    CONSUMER_ALREADY_EXISTS,
-}
+
+def _err_code(exc: BaseException) -> object:
+    """The JetStream ``err_code`` of an API error reply, else None."""
+    return exc.err_code if isinstance(exc, nats.js.errors.APIError) else None
+
+
+_API = nats.js.errors.APIError
 _UNREACHABLE = (
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionDrainingError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.NoServersError,
     nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.errors.UnexpectedEOF,
+    nats.errors.StaleConnectionError,  # UnexpectedEOF too
     nats.errors.TimeoutError,
-    nats.js.errors.ServiceUnavailableError,
     nats.js.errors.TooManyStalledMsgsError,
     asyncio.TimeoutError,
     OSError,
 )
 
-
-def map_error(exc: BaseException, action: str) -> ConveyorError:
-    """Translate a nats-py exception raised while doing `action` into `conveyor.errors`."""
-    if isinstance(exc, ConveyorError):
-        return exc
-    if isinstance(exc, nats.js.errors.APIError) and not isinstance(
-        exc, nats.js.errors.ServiceUnavailableError
-    ):
-        detail = f"{action}: JetStream error {exc.err_code} ({exc.description})"
-        if exc.err_code in _NOT_FOUND:
-            return GroupNotFoundError(detail)
-        if exc.err_code in _CONFLICT:
-            return ConfigConflictError(
-                f"{detail}; an existing stream or consumer was configured differently:"
-                " delete it or adjust the options to match"
-            )
-        return BackendError(detail)
-    if isinstance(exc, nats.errors.NoRespondersError):
-        return GroupNotFoundError(f"{action}: nothing answers (stream or consumer deleted?)")
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return GroupNotFoundError(f"{action}: no JetStream stream stores this subject")
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
-        return BrokerUnavailableError(
-            f"{action}: JetStream is unavailable (is the server running with -js?)"
-        )
-    if isinstance(exc, _UNREACHABLE):
-        return BrokerUnavailableError(f"{action}: NATS unreachable ({type(exc).__name__})")
-    return BackendError(f"{action}: {type(exc).__name__}: {exc}")
+ERRORS = ErrorMap(
+    "nats",
+    catch=(nats.errors.Error, OSError, asyncio.TimeoutError),
+    code_of=_err_code,
+    rules=[
+        Rule(
+            BrokerUnavailableError,
+            types=(nats.js.errors.ServiceUnavailableError,),
+            message="JetStream is unavailable (is the server running with -js?)",
+            example=lambda: nats.js.errors.ServiceUnavailableError(code=503),
+        ),
+        Rule(
+            GroupNotFoundError,
+            types=(_API,),
+            codes=frozenset({STREAM_NOT_FOUND, CONSUMER_NOT_FOUND}),
+            example=lambda: nats.js.errors.NotFoundError(code=404, err_code=STREAM_NOT_FOUND),
+        ),
+        Rule(
+            ConfigConflictError,
+            types=(_API,),
+            codes=frozenset(
+                {
+                    CONSUMER_NAME_EXISTS,
+                    STREAM_NAME_IN_USE,
+                    STREAM_SUBJECT_OVERLAP,
+                    CONSUMER_ALREADY_EXISTS,
+                }
+            ),
+            message=(
+                "JetStream error {code}: an existing stream or consumer was configured"
+                " differently; delete it or adjust the options to match"
+            ),
+            example=lambda: nats.js.errors.BadRequestError(
+                code=400, err_code=STREAM_SUBJECT_OVERLAP
+            ),
+        ),
+        Rule(
+            GroupNotFoundError,
+            types=(nats.errors.NoRespondersError,),
+            message="nothing answers (stream or consumer deleted?)",
+            example=nats.errors.NoRespondersError,
+        ),
+        Rule(
+            GroupNotFoundError,
+            types=(nats.js.errors.NoStreamResponseError,),
+            message="no JetStream stream stores this subject",
+            example=nats.js.errors.NoStreamResponseError,
+        ),
+        Rule(
+            BrokerUnavailableError,
+            types=_UNREACHABLE,
+            example=nats.errors.ConnectionClosedError,
+        ),
+    ],
+)

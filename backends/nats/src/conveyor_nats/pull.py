@@ -10,6 +10,9 @@ A fetch first asks with ``no_wait`` (the server sends what is available, then a 
 status if that was less than the batch); when nothing came and the caller may wait, it asks
 again with ``expires`` and returns as soon as something arrives. Messages of a request that
 arrive after `fetch` returned stay in the deque and are handed out by the next `fetch`.
+
+A `Puller` belongs to one `conveyor_nats.session.NatsSession`: `stop` (session close) and
+`interrupt` (connection lost) make a waiting `fetch` return at once.
 """
 
 from __future__ import annotations
@@ -41,12 +44,13 @@ class Puller:
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
         self._closed = False
+        self._interrupted = False
         #: Set when the server answered with an unexpected status (409 consumer deleted,
         #: 503 no JetStream...): the caller should check that the consumer still exists.
         self.suspect = False
         #: Serialises fetches of this worker; one request in flight at a time.
         self.lock = asyncio.Lock()
-        #: monotonic time of the last existence check or delivery (set by the backend).
+        #: monotonic time of the last existence check or delivery (set by the session).
         self.checked_at = time.monotonic()
 
     async def start(self) -> None:
@@ -67,6 +71,12 @@ class Puller:
             await self._sub.unsubscribe()
         self._sub = None
         self._buffer.clear()
+
+    def interrupt(self) -> None:
+        """Make a waiting `fetch` return what it has now (the connection was lost: its
+        pull request is gone with it)."""
+        self._interrupted = True
+        self._arrived.set()
 
     async def _on_message(self, msg: Msg) -> None:
         self._buffer.append(msg)
@@ -102,14 +112,14 @@ class Puller:
     async def _wait(self, deadline: float) -> bool:
         """Wait for the next delivery until `deadline`; False when it passed."""
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or self._closed:
+        if remaining <= 0 or self._closed or self._interrupted:
             return False
         self._arrived.clear()
         try:
             await asyncio.wait_for(self._arrived.wait(), remaining)
         except asyncio.TimeoutError:
             return False
-        return not self._closed
+        return not (self._closed or self._interrupted)
 
     async def fetch(self, count: int, *, block: float, answer_within: float) -> list[Msg]:
         """Return up to `count` messages, waiting up to `block` seconds for the first.
@@ -119,6 +129,7 @@ class Puller:
         status (`suspect`) no new request is sent, but the call still waits out `block`
         so that a caller looping on it does not spin.
         """
+        self._interrupted = False
         out, _ = self._take(count)
         if out:
             return out
@@ -133,7 +144,7 @@ class Puller:
             if not self._buffer and not await self._wait(deadline):
                 break
         remaining = started + block - time.monotonic()
-        if out or self._closed or remaining <= 0.001:
+        if out or self._closed or self._interrupted or remaining <= 0.001:
             return out
         if not self.suspect:
             await self._request(count, no_wait=False, expires=remaining)

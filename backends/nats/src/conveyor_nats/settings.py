@@ -51,7 +51,7 @@ class NatsSettings:
         duplicate_window: Seconds over which a repeated ``Nats-Msg-Id`` (publish's
             `msg_id`) is dropped. Default 120.
         ack_wait: Seconds a delivered message may stay unacknowledged before JetStream
-            delivers it again, when `ensure_group` gets no ``claim_idle``. Default 30.
+            delivers it again, for groups opened without ``claim_idle``. Default 30.
         max_deliver_margin: The consumer's ``max_deliver`` is ``max_deliveries`` plus this
             margin, a backstop behind the engine's dead-lettering; -1: unlimited. Default 3.
         max_ack_pending: Most unacknowledged messages per group. Default 1000.

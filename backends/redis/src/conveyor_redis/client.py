@@ -1,17 +1,34 @@
-"""redis-py clients as the backend wants them, and the server version check."""
+"""redis-py clients as the backend wants them, their connection limit, and the server
+version check.
+
+Callers wait for a connection rather than fail: redis-py 8's asyncio pools raise
+``MaxConnectionsError`` past ``max_connections`` (100 by default) instead of waiting. Every
+call goes through a `Pool`, whose `Gate` of ``max_connections`` places queues commands and
+pipelines before they reach the client. Each call in flight holds one connection (per node
+on a cluster) and returns it before it leaves the gate, so the client's own pool never
+needs more. The same gate serves redis-py's asyncio ``RedisCluster``, which has no waiting
+pool at all. On one server it costs far less per command than redis-py's
+``BlockingConnectionPool`` (a lock, a timeout and a condition on every checkout) or an
+``asyncio.Semaphore``: while a place is free, entering it neither suspends nor allocates.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from conveyor_redis.errors import ERRORS
 from conveyor_redis.settings import RedisSettings
 
-__all__ = ["Client", "make_client", "server_version"]
+__all__ = ["Client", "Gate", "Pool", "make_pool", "server_version"]
 
 #: Commands whose replies are parsed here rather than by redis-py's callbacks.
 _RAW_COMMANDS = ("XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XRANGE", "XREVRANGE", "XADD")
@@ -24,8 +41,127 @@ def _raw(response: Any, **options: Any) -> Any:
     return response
 
 
-def make_client(settings: RedisSettings, *, retries: int) -> Client:
-    """A redis-py asyncio client for `settings` (RESP2, str replies, hiredis when installed)."""
+class Gate:
+    """At most `size` holders at a time; the others wait, first come first served.
+
+    ``if not gate.try_enter(): await gate.enter()``, then ``gate.leave()`` in a
+    ``finally``. A leaving holder hands its place to the longest waiter directly, so
+    nobody arriving later overtakes a waiter.
+    """
+
+    __slots__ = ("_free", "_waiting")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def try_enter(self) -> bool:
+        """Take a place if one is free and nobody waits; never suspends."""
+        if self._free and not self._waiting:
+            self._free -= 1
+            return True
+        return False
+
+    async def enter(self) -> None:
+        """Wait for a place (after `try_enter` found none)."""
+        if self.try_enter():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # handed a place just as we were cancelled: pass it on
+            elif waiter in self._waiting:  # (a `leave` may have dropped it already)
+                self._waiting.remove(waiter)
+            raise
+
+    def leave(self) -> None:
+        """Give the place back: to the longest waiter, else to the free count."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+class Pool:
+    """A redis-py client whose callers wait for a free connection instead of failing.
+
+    Args:
+        client: ``Redis`` or ``RedisCluster``.
+        size: Calls in flight at most (the client's pool must allow that many
+            connections, per node on a cluster).
+    """
+
+    __slots__ = ("_gate", "client")
+
+    def __init__(self, client: Client, size: int) -> None:
+        self.client = client
+        self._gate = Gate(size)
+
+    async def command(self, *args: Any) -> Any:
+        """Run one command; its reply. Client errors are raised as they are: callers map
+        them with ``ERRORS.mapping`` (group creation looks at ``BUSYGROUP`` first)."""
+        gate = self._gate
+        if not gate.try_enter():
+            await gate.enter()
+        try:
+            return await self.client.execute_command(*args)
+        finally:
+            gate.leave()
+
+    def pipeline(self, *, transaction: bool = False) -> Pipeline | ClusterPipeline:
+        """A new pipeline (``MULTI``/``EXEC`` when `transaction`), to hand to `run`."""
+        return self.client.pipeline(transaction=transaction)
+
+    async def run(
+        self,
+        pipe: Pipeline | ClusterPipeline,
+        action: str,
+        closed: Callable[[], bool] | None = None,
+    ) -> list[Any]:
+        """Run a pipeline of this pool's client; the replies in order.
+
+        Raises:
+            ConveyorError: the first failed command's error, mapped by `ERRORS` (as is
+                any client error around the call, see ``ERRORS.mapping`` for `closed`)
+                with `action` as its context.
+        """
+        gate = self._gate
+        with ERRORS.mapping(action, closed=closed):
+            if not gate.try_enter():
+                await gate.enter()
+            try:
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            finally:
+                gate.leave()
+        for result in results:
+            if isinstance(result, Exception):
+                raise ERRORS.translate(result, action) from result
+        return results
+
+    async def info(self, section: str) -> dict[str, Any]:
+        """``INFO section``, parsed (a cluster's: one dict per node)."""
+        gate = self._gate
+        if not gate.try_enter():
+            await gate.enter()
+        try:
+            return await self.client.info(section)
+        finally:
+            gate.leave()
+
+    async def aclose(self) -> None:
+        """Close the client and its connections."""
+        await self.client.aclose()
+
+
+def make_pool(settings: RedisSettings, *, retries: int) -> Pool:
+    """A `Pool` for `settings`: RESP2, str replies, hiredis when installed, at most
+    ``settings.max_connections`` calls in flight and as many connections (per node on a
+    cluster), callers waiting for one when all are busy."""
     retry = (
         Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries)
         if retries
@@ -42,28 +178,36 @@ def make_client(settings: RedisSettings, *, retries: int) -> Client:
         "retry": retry,
         "client_name": settings.client_name,
     }
-    if settings.max_connections is not None:
-        common["max_connections"] = settings.max_connections
+    tls: dict[str, Any] = {}
     if settings.tls:
-        common.update(
-            ssl=True,
-            ssl_cert_reqs=settings.ssl_cert_reqs,
-            ssl_ca_certs=settings.ssl_ca_certs,
-            ssl_certfile=settings.ssl_certfile,
-            ssl_keyfile=settings.ssl_keyfile,
-        )
+        tls = {
+            "ssl_cert_reqs": settings.ssl_cert_reqs,
+            "ssl_ca_certs": settings.ssl_ca_certs,
+            "ssl_certfile": settings.ssl_certfile,
+            "ssl_keyfile": settings.ssl_keyfile,
+        }
         if settings.ssl_check_hostname is not None:
-            common["ssl_check_hostname"] = settings.ssl_check_hostname
+            tls["ssl_check_hostname"] = settings.ssl_check_hostname
     client: Client
+    size = settings.max_connections
     if settings.cluster:
         nodes = [ClusterNode(host, port) for host, port in settings.hosts]
-        client = RedisCluster(startup_nodes=nodes, **common)
+        # A cluster node hands a connection that needs reconnecting to a background task
+        # on release; the cap leaves room for those, the gate keeps the calls at `size`.
+        client = RedisCluster(
+            startup_nodes=nodes, max_connections=2 * size, ssl=settings.tls, **common, **tls
+        )
     else:
         host, port = settings.hosts[0]
-        client = Redis(host=host, port=port, db=settings.db, **common)
+        client = Redis(
+            host=host, port=port, db=settings.db, max_connections=size, ssl=settings.tls,
+            **common, **tls,
+        )  # fmt: skip
     for command in _RAW_COMMANDS:
         client.set_response_callback(command, _raw)
-    return client
+    # No deadline for the wait: each call holding a connection ends within socket_timeout
+    # (times the retries), so the queue always moves.
+    return Pool(client, size)
 
 
 def server_version(info: dict[str, Any]) -> tuple[int, ...]:

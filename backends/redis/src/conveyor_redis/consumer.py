@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from conveyor.errors import DecodeError
 from conveyor_redis.entries import decode_mapping, encode_flat
-from conveyor_redis.errors import reply_token, translate, translating
+from conveyor_redis.errors import ERRORS, reply_token
 
 __all__ = ["StreamConsumer"]
 
@@ -52,28 +52,28 @@ class StreamConsumer:
             WrongTypeError: the key holds something other than a stream.
             BrokerUnavailableError: Redis cannot be reached.
         """
-        context = f"XGROUP CREATE {group_name!r} on {stream_name!r}"
+        action = f"XGROUP CREATE {group_name!r} on {stream_name!r}"
         try:
             await self.redis.xgroup_create(stream_name, group_name, id="0", mkstream=True)
         except ResponseError as exc:
-            if reply_token(exc) == "BUSYGROUP":
-                return
-            raise translate(exc, context) from exc
-        except (RedisError, OSError) as exc:
-            raise translate(exc, context) from exc
+            if reply_token(exc) != "BUSYGROUP":
+                raise ERRORS.translate(exc, action) from exc
+        except ERRORS.catch as exc:
+            raise ERRORS.translate(exc, action) from exc
 
     async def read_events(
         self, stream_name: str, group_name: str, consumer_name: str, count: int
     ) -> list[tuple[str, dict[str, Any]]]:
         """``XREADGROUP ... STREAMS <stream> >``: up to `count` new entries as ``(id, data)``.
 
-        Does not block. Entries that cannot be decoded are logged and left pending.
+        Does not block. Entries that cannot be decoded are logged and left pending. A
+        ``conveyor.headers`` field (headers conveyor wrote) is not part of the payload.
 
         Raises:
             GroupNotFoundError: the group or the stream is gone (``create_group`` again).
             BrokerUnavailableError: Redis cannot be reached.
         """
-        with translating(f"XREADGROUP on {stream_name!r}"):
+        with ERRORS.mapping(f"XREADGROUP on {stream_name!r}"):
             reply = await self.redis.xreadgroup(
                 group_name, consumer_name, {stream_name: ">"}, count=count
             )
@@ -95,7 +95,7 @@ class StreamConsumer:
 
     async def ack_event(self, stream_name: str, group_name: str, message_id: str) -> None:
         """``XACK`` one entry; an unknown id is a no-op."""
-        with translating(f"XACK on {stream_name!r}"):
+        with ERRORS.mapping(f"XACK on {stream_name!r}"):
             await self.redis.xack(stream_name, group_name, message_id)
 
     async def publish(self, stream_name: str, data: dict[str, Any]) -> str:
@@ -105,7 +105,7 @@ class StreamConsumer:
         """
         flat = encode_flat(data)
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        with translating(f"XADD on {stream_name!r}"):
+        with ERRORS.mapping(f"XADD on {stream_name!r}"):
             entry_id = await self.redis.xadd(stream_name, fields)  # type: ignore[arg-type]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 

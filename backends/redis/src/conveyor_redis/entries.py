@@ -5,9 +5,11 @@
   ``json:``-prefixed JSON (`conveyor.codec.encode_fields`).
 * ``json``: the whole payload as JSON in a single `PAYLOAD_FIELD` field. conveyor also
   uses it for payloads ``fields`` cannot express (``{}``: XADD needs a field; a payload
-  whose only key is `PAYLOAD_FIELD`).
+  whose only key is `PAYLOAD_FIELD`; a payload with a `HEADERS_FIELD` key).
 
-Reading accepts both, whoever wrote them.
+Headers, when a message has any, are a JSON object in `HEADERS_FIELD`, written as the
+entry's FIRST field (so reading looks at one field to know whether there are any).
+Reading accepts both formats, whoever wrote them.
 """
 
 from __future__ import annotations
@@ -19,11 +21,24 @@ from typing import Any
 
 from conveyor.codec import JSON_PREFIX, encode_fields, encode_json
 from conveyor.errors import DecodeError
+from conveyor.message import Message
 
-__all__ = ["PAYLOAD_FIELD", "decode_flat", "decode_mapping", "encode_flat"]
+__all__ = [
+    "HEADERS_FIELD",
+    "PAYLOAD_FIELD",
+    "decode_flat",
+    "decode_headers",
+    "decode_mapping",
+    "encode_flat",
+    "to_messages",
+]
 
 #: The field holding a whole JSON payload in the ``json`` format.
 PAYLOAD_FIELD = "conveyor.payload"
+#: The field holding a message's headers as a JSON object (always the first field).
+HEADERS_FIELD = "conveyor.headers"
+
+_dump_headers = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 _loads = json.loads
 # The decoder's C scanner without json.loads' wrappers: ~4x less overhead per value,
@@ -49,15 +64,25 @@ def _parse(text: str) -> Any:
     return value
 
 
-def encode_flat(data: dict[str, Any], payload_format: str = "fields") -> list[str]:
-    """Encode a payload as a flat ``[field, value, ...]`` list for ``XADD``.
+def encode_flat(
+    data: dict[str, Any], payload_format: str = "fields", headers: dict[str, str] | None = None
+) -> list[str]:
+    """Encode a payload (and its `headers`, already checked) as a flat
+    ``[field, value, ...]`` list for ``XADD``; headers, if any, come first.
 
     Raises:
         UnserializablePayloadError: the payload would not survive a JSON round trip.
     """
-    if payload_format == "json" or not data or (len(data) == 1 and PAYLOAD_FIELD in data):
-        return [PAYLOAD_FIELD, encode_json(data)]
-    flat: list[str] = []
+    flat = [HEADERS_FIELD, _dump_headers(headers)] if headers else []
+    if (
+        payload_format == "json"
+        or not data
+        or HEADERS_FIELD in data
+        or (len(data) == 1 and PAYLOAD_FIELD in data)
+    ):
+        flat.append(PAYLOAD_FIELD)
+        flat.append(encode_json(data))
+        return flat
     for key, value in encode_fields(data).items():
         flat.append(key)
         flat.append(value)
@@ -107,11 +132,82 @@ def decode_flat(flat: list[str]) -> dict[str, Any]:
     return data
 
 
-def decode_mapping(fields: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[str, Any]:
-    """Decode an entry given as a field mapping (str or bytes, as redis-py returns them).
+def decode_headers(text: str) -> dict[str, str]:
+    """Decode the value of `HEADERS_FIELD`.
 
     Raises:
-        DecodeError: as `decode_flat`, or a field that is not UTF-8.
+        DecodeError: not a JSON object of strings, or text that was not UTF-8.
+    """
+    if not text.isascii():
+        _check_text(text, f"field {HEADERS_FIELD!r}")
+    try:
+        value = _parse(text)
+    except ValueError as exc:
+        raise DecodeError(f"{HEADERS_FIELD} is not valid JSON: {exc}") from None
+    if type(value) is not dict or any(type(v) is not str for v in value.values()):
+        raise DecodeError(f"{HEADERS_FIELD} is not a JSON object of strings")
+    return value
+
+
+def to_messages(
+    stream: str, entries: list[Any], counts: dict[str, int] | None
+) -> tuple[list[Message], list[str]]:
+    """Messages from raw ``[id, [field, value, ...]]`` entries, and ids of deleted ones.
+
+    `counts` maps ids to delivery counts (ids missing from it count 2: re-deliveries);
+    None means first deliveries, except for ``XREADGROUP ... CLAIM`` entries
+    (``[id, fields, idle, previous count]``). Undecodable entries come back with
+    `decode_error` set and the fields in `raw`.
+    """
+    out: list[Message] = []
+    gone: list[str] = []
+    for entry in entries:
+        if not entry:
+            continue
+        entry_id, flat = entry[0], entry[1]
+        if flat is None:
+            gone.append(entry_id)
+            continue
+        if counts is not None:
+            count = counts.get(entry_id, 2)
+        elif len(entry) > 3:  # XREADGROUP ... CLAIM: [id, fields, idle, previous count]
+            count = int(entry[3]) + 1
+        else:
+            count = 1
+        at = int(entry_id.partition("-")[0]) / 1000  # the id's milliseconds part
+        try:
+            if flat[0] != HEADERS_FIELD:
+                out.append(Message(entry_id, stream, decode_flat(flat), count, at))
+            else:
+                headers = decode_headers(flat[1])
+                data = decode_flat(flat[2:])
+                out.append(Message(entry_id, stream, data, count, at, headers=headers))
+        except DecodeError as exc:
+            out.append(_undecodable(entry_id, stream, flat, count, at, exc))
+    return out, gone
+
+
+def _undecodable(
+    entry_id: str, stream: str, flat: list[str], count: int, at: float, exc: DecodeError
+) -> Message:
+    """The message of an entry that cannot be decoded: `raw` holds its fields; headers
+    that decode are kept (the dead letter carries them)."""
+    it = iter(flat)
+    message = Message(entry_id, stream, {}, count, at, str(exc), dict(zip(it, it, strict=False)))
+    if flat[0] == HEADERS_FIELD:
+        try:
+            message.headers = decode_headers(flat[1])
+        except DecodeError:
+            pass
+    return message
+
+
+def decode_mapping(fields: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[str, Any]:
+    """Decode an entry given as a field mapping (str or bytes, as redis-py returns them);
+    a leading `HEADERS_FIELD` is checked and left out.
+
+    Raises:
+        DecodeError: as `decode_flat` and `decode_headers`, or a field that is not UTF-8.
     """
     flat: list[str] = []
     try:
@@ -120,4 +216,7 @@ def decode_mapping(fields: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[st
             flat.append(value.decode() if isinstance(value, bytes) else value)
     except UnicodeDecodeError as exc:
         raise DecodeError(f"entry is not valid UTF-8: {exc}") from None
+    if flat and flat[0] == HEADERS_FIELD:
+        decode_headers(flat[1])
+        return decode_flat(flat[2:])
     return decode_flat(flat)

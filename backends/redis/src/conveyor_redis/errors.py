@@ -1,29 +1,33 @@
-"""The one place where redis-py exceptions become `conveyor.errors`.
+"""The one table that turns redis-py exceptions into `conveyor.errors`.
 
 redis-py gives classes to some reply errors (``LOADING``, ``READONLY``, ``NOAUTH``...) and
 keeps their leading token in ``status_code``; others (``NOGROUP``, ``BUSYGROUP``,
-``WRONGTYPE``) arrive as a plain `ResponseError` whose text starts with the token. Both
-are classified here by that token, never by searching the rest of the text.
+``WRONGTYPE``) arrive as a plain `ResponseError` whose text starts with the token. Rules
+match by class or by that token (`reply_token`), never by searching the rest of the text.
+Every call to Redis in this backend runs inside ``with ERRORS.mapping(action):``;
+``BUSYGROUP`` (success when a group is created) is the one token handled where it occurs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
+from conveyor.errormap import ErrorMap, Rule
 from conveyor.errors import (
     BackendError,
     BrokerUnavailableError,
-    ConveyorError,
     GroupNotFoundError,
     WrongTypeError,
 )
 from redis import exceptions as rx
 
-__all__ = ["reply_token", "translate", "translating"]
+__all__ = ["ERRORS", "UNREACHABLE", "error_code", "reply_token"]
 
 #: Reply tokens of a server that is there but cannot serve right now: retry later.
 _UNAVAILABLE = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY"})
+
+#: `error_code` of a cluster client error raised because no node could be reached.
+UNREACHABLE = "UNREACHABLE"
+
+_CONNECTION = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 def reply_token(exc: BaseException) -> str:
@@ -40,40 +44,91 @@ def reply_token(exc: BaseException) -> str:
     return token if token.isupper() and token.isalpha() else ""
 
 
-def translate(exc: BaseException, context: str) -> ConveyorError:
-    """Map a redis-py (or socket) exception to the conveyor error tree.
-
-    `context` says what was being done (``"XREADGROUP on 'orders'"``); it must not hold
-    credentials. The client's text is kept after it for diagnosis.
-    """
-    if isinstance(exc, ConveyorError):
-        return exc
-    detail = f"{context}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError)):
-        return BackendError(f"{context}: authentication failed ({type(exc).__name__})")
-    if isinstance(exc, (rx.ConnectionError, rx.TimeoutError, OSError, TimeoutError)):
-        return BrokerUnavailableError(detail)
-    token = reply_token(exc)
-    if token == "NOGROUP":
-        return GroupNotFoundError(detail)
-    if token == "WRONGTYPE":
-        return WrongTypeError(detail)
-    if token in _UNAVAILABLE:
-        return BrokerUnavailableError(detail)
-    if token in {"MOVED", "ASK"}:
-        return BackendError(
-            f"{context}: the server is a Redis Cluster node ({token}): use a"
-            " redis+cluster:// (or rediss+cluster://) URL"
-        )
-    if token in {"NOAUTH", "WRONGPASS", "NOPERM"}:
-        return BackendError(f"{context}: not allowed ({token})")
-    return BackendError(detail)
+def error_code(exc: BaseException) -> str:
+    """What `ERRORS` matches on: the `reply_token`, except for the cluster client's own
+    `RedisClusterException` raised *because of* a connection failure (no node answered
+    while it refreshed the topology), which is `UNREACHABLE`: redis-py gives that case
+    no class of its own, only the cause it chains."""
+    if isinstance(exc, rx.RedisClusterException) and isinstance(exc.__cause__, _CONNECTION):
+        return UNREACHABLE
+    return reply_token(exc)
 
 
-@contextmanager
-def translating(context: str) -> Iterator[None]:
-    """Re-raise redis-py and socket errors inside the block as conveyor errors."""
-    try:
-        yield
-    except (rx.RedisError, OSError) as exc:
-        raise translate(exc, context) from exc
+def _unreachable_cluster() -> BaseException:
+    exc = rx.RedisClusterException("Redis Cluster cannot be connected")
+    exc.__cause__ = rx.ConnectionError("Error 111 connecting to 127.0.0.1:7000.")
+    return exc
+
+
+ERRORS = ErrorMap(
+    "redis",
+    catch=(rx.RedisError, rx.RedisClusterException, OSError),
+    rules=[
+        # first: redis-py's auth errors are ConnectionErrors, but must not be retried as
+        # outages, and their text is replaced (it may echo what was sent)
+        Rule(
+            BackendError,
+            types=(
+                rx.AuthenticationError,
+                rx.AuthorizationError,
+                rx.AuthenticationWrongNumberOfArgsError,
+            ),
+            message="authentication failed",
+            example=lambda: rx.AuthenticationError("invalid username-password pair"),
+        ),
+        Rule(
+            BackendError,
+            codes=frozenset({"NOAUTH", "WRONGPASS", "NOPERM"}),
+            message="not allowed ({code})",
+            example=lambda: rx.ResponseError("NOPERM this user has no permissions"),
+        ),
+        Rule(
+            BrokerUnavailableError,
+            types=_CONNECTION,
+            example=lambda: rx.ConnectionError("Error 111 connecting to 127.0.0.1:6379."),
+        ),
+        Rule(
+            BrokerUnavailableError,
+            types=(rx.RedisClusterException,),
+            codes=frozenset({UNREACHABLE}),
+            example=_unreachable_cluster,
+        ),
+        Rule(
+            BrokerUnavailableError,
+            types=(rx.SlotNotCoveredError,),
+            example=lambda: rx.SlotNotCoveredError('Slot "42" is not covered by the cluster.'),
+        ),
+        Rule(
+            GroupNotFoundError,
+            codes=frozenset({"NOGROUP"}),
+            example=lambda: rx.ResponseError("NOGROUP No such key 'k' or consumer group 'g'"),
+        ),
+        # a blocked XREADGROUP whose stream was deleted (also CLIENT UNBLOCK ... ERROR, where
+        # re-opening the group is harmless): the engine recreates the group
+        Rule(
+            GroupNotFoundError,
+            codes=frozenset({"UNBLOCKED"}),
+            example=lambda: rx.ResponseError("UNBLOCKED the stream key no longer exists"),
+        ),
+        Rule(
+            WrongTypeError,
+            codes=frozenset({"WRONGTYPE"}),
+            example=lambda: rx.ResponseError("WRONGTYPE Operation against a key holding"),
+        ),
+        Rule(
+            BrokerUnavailableError,
+            codes=_UNAVAILABLE,
+            example=lambda: rx.ResponseError("MASTERDOWN Link with MASTER is down"),
+        ),
+        Rule(
+            BackendError,
+            codes=frozenset({"MOVED", "ASK"}),
+            message=(
+                "the server is a Redis Cluster node ({code}): use a redis+cluster://"
+                " (or rediss+cluster://) URL"
+            ),
+            example=lambda: rx.ResponseError("MOVED 3999 127.0.0.1:6381"),
+        ),
+    ],
+    code_of=error_code,
+)

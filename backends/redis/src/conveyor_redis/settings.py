@@ -49,7 +49,12 @@ class RedisSettings:
             after a connection error, with exponential backoff and jitter (default 3).
             Reads and claims are never retried by the client: a lost reply's entries
             stay in the consumer's pending list and are re-read from there.
-        max_connections: Upper bound of each connection pool (None: unbounded).
+        max_connections: Connections per pool (default 100; the backend has two pools,
+            one for reads and claims and one for everything else; on a cluster, per node).
+            When all are busy, callers wait for one to be free instead of failing, so any
+            number of concurrent publishes succeeds; raise it above the number of
+            consumers that read through one backend at once, or their blocking reads
+            queue behind each other.
         client_name: ``CLIENT SETNAME`` for the connections (default ``conveyor``).
         payload_format: ``fields`` (default): one Redis field per payload key, non-string
             values as ``json:``-prefixed JSON (the old module's codec; its readers read
@@ -77,7 +82,7 @@ class RedisSettings:
     socket_timeout: float = 10.0
     socket_connect_timeout: float = 5.0
     retries: int = 3
-    max_connections: int | None = None
+    max_connections: int = 100
     client_name: str | None = "conveyor"
     payload_format: Literal["fields", "json"] = "fields"
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
@@ -119,7 +124,7 @@ class RedisSettings:
             raise ConfigurationError(
                 f"{self.scheme}:// option retries={self.retries}: must be >= 0"
             )
-        if self.max_connections is not None and self.max_connections < 2:
+        if self.max_connections < 2:
             raise ConfigurationError(
                 f"{self.scheme}:// option max_connections={self.max_connections}: must be >= 2"
             )

@@ -1,0 +1,97 @@
+"""JetStream messages as conveyor `Message`s, and which of their headers users see.
+
+Headers are native NATS headers. `Message.headers` holds a message's headers minus the
+names starting with ``Nats-`` (any case): JetStream's own (``Nats-Msg-Id``, which
+conveyor sets on dead letters, ``Nats-Expected-*``, ``Nats-Stream``/``Nats-Sequence`` on
+republished or sourced messages...), which conveyor refuses on publish
+(`conveyor.headers`). Status lines (``NATS/1.0 404``) only ever arrive on control
+messages, which the puller drops; a user header that happens to be named ``Status`` is
+kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from nats.aio.msg import Msg
+from nats.js import api
+
+from conveyor.codec import decode_json
+from conveyor.errors import DecodeError
+from conveyor.message import Message
+
+__all__ = ["parse_header_block", "peeked", "to_message", "user_headers"]
+
+_RESERVED = "nats-"
+
+
+def user_headers(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` without the names JetStream reserves (``Nats-*``); a new dict."""
+    return {k: v for k, v in headers.items() if k[:5].lower() != _RESERVED}
+
+
+def to_message(stream: str, msg: Msg) -> Message:
+    """A delivered stream message (with its delivery metadata) as a `Message`."""
+    meta = msg.metadata
+    try:
+        data, error = decode_json(msg.data), None
+    except DecodeError as exc:
+        data, error = {}, str(exc)
+    return Message(
+        id=str(meta.sequence.stream),
+        stream=stream,
+        data=data,
+        delivery_count=meta.num_delivered,
+        published_at=meta.timestamp.timestamp(),
+        decode_error=error,
+        raw=msg.data if error is not None else None,
+        handle=msg,
+        headers=user_headers(msg.headers) if msg.headers else {},
+    )
+
+
+def parse_header_block(block: bytes) -> dict[str, str]:
+    """Parse a raw NATS header block (``NATS/1.0\\r\\nName: value\\r\\n...``) the way
+    nats-py parses a delivered message's (UTF-8 values, names without whitespace)."""
+    out: dict[str, str] = {}
+    for line in block.split(b"\r\n")[1:]:  # the first line is NATS/1.0 [status]
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if key and not any(c.isspace() for c in key):
+            out[key] = value.strip().decode("utf-8", "replace")
+    return out
+
+
+def peeked(stream: str, raw: api.RawStreamMsg) -> Message:
+    """A message read with ``STREAM.MSG.GET`` (outside any group) as a `Message`.
+
+    Headers come from the raw block: nats-py's ``get_msg`` runs them through an e-mail
+    parser that mangles non-ASCII values.
+    """
+    body = raw.data or b""
+    try:
+        data, error = decode_json(body), None
+    except DecodeError as exc:
+        data, error = {}, str(exc)
+    headers: dict[str, str] = {}
+    if raw.hdrs:
+        try:
+            headers = user_headers(parse_header_block(base64.b64decode(raw.hdrs)))
+        except (binascii.Error, ValueError):
+            headers = {}
+    return Message(
+        id=str(raw.seq),
+        stream=stream,
+        data=data,
+        delivery_count=0,
+        published_at=raw.time.timestamp() if raw.time is not None else None,
+        decode_error=error,
+        raw=body if error is not None else None,
+        headers=headers,
+    )

@@ -1,0 +1,111 @@
+"""`Acker`: acknowledges finished messages in batches, off the workers' path.
+
+Workers append to `pending`; the acker sends a batch when `batch_count` are waiting or when
+a worker finds the inbox empty (so a quiet stream is never left unacknowledged). A failed
+ack keeps its batch and retries after the broker-call backoff; acknowledging twice is
+harmless on every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from conveyor.message import Message
+from conveyor.stats import ProcessorStats
+
+from .calls import FAILED_CALL, BrokerCalls
+from .ledger import Ledger
+
+__all__ = ["Acker"]
+
+log = logging.getLogger("conveyor.processor")
+
+
+class Acker:
+    """Batches acknowledgements (see the module docstring)."""
+
+    def __init__(self, calls: BrokerCalls, ledger: Ledger, stats: ProcessorStats) -> None:
+        self.calls = calls
+        self.ledger = ledger
+        self.stats = stats
+        self.batch_count = calls.options.batch_count
+        self.pending: list[Message] = []
+        #: Set to make the acker send what is pending.
+        self.ready = asyncio.Event()
+        #: Set while no ack call is in flight and nothing waits.
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def busy(self) -> bool:
+        """True while finished messages wait for (or are in) an ack call."""
+        return bool(self.pending) or not self.idle.is_set()
+
+    def add(self, message: Message) -> None:
+        """Queue a finished message; wake the acker once a batch is full."""
+        pending = self.pending
+        pending.append(message)
+        if len(pending) >= self.batch_count:
+            self.ready.set()
+
+    async def _send(self) -> None:
+        """Ack everything pending in one call; on failure keep it for the next call."""
+        batch, self.pending = self.pending, []
+        session = self.calls.session
+        try:
+            await session.ack(batch)
+        except BaseException:
+            self.pending[:0] = batch
+            raise
+        self.stats.acked += len(batch)
+        release = self.ledger.release
+        for message in batch:
+            release(message)
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            if not self.pending:
+                self.idle.set()
+                self.ready.clear()
+                await self.ready.wait()
+                continue
+            self.idle.clear()
+            session = self.calls.session
+            try:
+                await self._send()
+            except FAILED_CALL as exc:
+                attempt += 1
+                await self.calls.recover(exc, attempt, session)
+                continue
+            attempt = 0
+
+    async def final_flush(self, timeout: float) -> None:
+        """Ack what finished, trying until `timeout` real seconds have passed (shutdown
+        is bounded in real time, whatever clock the processor runs on)."""
+        if not self.pending:
+            return
+        flush = asyncio.ensure_future(self._flush_until_done())
+        done, _ = await asyncio.wait({flush}, timeout=timeout)
+        if not done:
+            flush.cancel()
+            await asyncio.wait({flush})
+        elif not flush.cancelled():
+            flush.exception()  # retrieved: a closed backend leaves the rest pending
+        if self.pending:
+            log.warning(
+                "%d finished message(s) could not be acked before shutdown; they will"
+                " be delivered again",
+                len(self.pending),
+            )
+
+    async def _flush_until_done(self) -> None:
+        attempt = 0
+        while self.pending:
+            session = self.calls.session
+            try:
+                await self._send()
+            except FAILED_CALL as exc:
+                attempt += 1
+                await self.calls.recover(exc, attempt, session)

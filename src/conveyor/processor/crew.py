@@ -1,0 +1,45 @@
+"""`Crew`: the tasks of one processor, by role, owned until they are cancelled and awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+__all__ = ["Crew"]
+
+
+class Crew:
+    """Named tasks: spawned by role, cancelled and awaited together, watched for an end."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def spawn(self, role: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks[role] = asyncio.get_running_loop().create_task(
+            coro, name=f"{self.prefix}:{role}"
+        )
+
+    def roles(self, prefix: str) -> list[asyncio.Task[None]]:
+        """The running tasks whose role starts with `prefix`."""
+        return [task for role, task in self._tasks.items() if role.startswith(prefix)]
+
+    async def cancel(self, roles: Iterable[str] | None = None) -> None:
+        """Cancel the tasks of `roles` (every task when None) and wait for them to end."""
+        chosen = list(self._tasks) if roles is None else [r for r in roles if r in self._tasks]
+        tasks = [self._tasks.pop(role) for role in chosen]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def others(self, *keep: str) -> list[str]:
+        """Every role but `keep`."""
+        return [role for role in self._tasks if role not in keep]
+
+    async def first_to_end(self) -> asyncio.Task[None]:
+        """Wait until one task ends; return it."""
+        tasks = list(self._tasks.values())
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done))

@@ -1,0 +1,120 @@
+"""`Worker`: takes messages from the inbox and runs the handler — the hot path, kept flat.
+
+A handler that returns queues its message for the acker. A handler that raises is
+reported (log and ``on_error``; a hook that raises is logged, never fatal), then the
+message is retried after its backoff or, at ``max_deliveries``, dead-lettered. An
+undecodable message is dead-lettered at once. Cancellation never acknowledges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from conveyor.backoff import backoff_delay
+from conveyor.message import Message
+from conveyor.stats import ProcessorStats
+
+from .acker import Acker
+from .deadletters import DeadLetters
+from .ledger import Ledger
+from .options import ErrorHook, ProcessorOptions
+from .retries import RetryStrategy
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("conveyor.processor")
+
+
+class Worker:
+    """The handler loop shared by every worker task of a processor."""
+
+    def __init__(
+        self,
+        handler: Callable[[Any], Awaitable[Any]],
+        takes_message: bool,
+        *,
+        ledger: Ledger,
+        acker: Acker,
+        retries: RetryStrategy,
+        dead_letters: DeadLetters,
+        stats: ProcessorStats,
+        options: ProcessorOptions,
+        running: Callable[[], bool],
+        hook: Callable[[], ErrorHook | None],
+    ) -> None:
+        self.handler = handler
+        self.takes_message = takes_message
+        self.ledger = ledger
+        self.acker = acker
+        self.retries = retries
+        self.dead_letters = dead_letters
+        self.stats = stats
+        self.options = options
+        self.running = running
+        self.hook = hook
+
+    async def run(self) -> None:
+        ledger = self.ledger
+        inbox, ready, room = ledger.inbox, ledger.ready, ledger.room
+        refill_at = ledger.refill_at
+        handler, takes_message = self.handler, self.takes_message
+        acker, stats, running = self.acker, self.stats, self.running
+        while True:
+            while not inbox:
+                if not running():
+                    return
+                acker.ready.set()  # idle: flush what is done
+                ready.clear()
+                await ready.wait()
+            if not running():
+                return
+            message = inbox.popleft()
+            if len(inbox) <= refill_at:
+                room.set()
+            if message.decode_error is not None:
+                await self.dead_letters.write(message, "DecodeError", message.decode_error)
+                continue
+            stats.in_flight += 1
+            try:
+                await (handler(message) if takes_message else handler(message.data))
+            except asyncio.CancelledError:
+                raise  # shutdown/cancellation never acknowledges an unfinished message
+            except Exception as exc:  # noqa: BLE001 - a handler failure is data, not a crash
+                stats.failed += 1
+                self._report(message, exc)
+                await self._failed(message, exc)
+            else:
+                stats.handled += 1
+                acker.add(message)
+            finally:
+                stats.in_flight -= 1
+
+    def _report(self, message: Message, exc: BaseException) -> None:
+        log.warning(
+            "handler failed for %s %s (delivery %d/%d): %s: %s",
+            message.stream,
+            message.id,
+            message.delivery_count,
+            self.options.max_deliveries,
+            type(exc).__name__,
+            exc,
+        )
+        hook = self.hook()
+        if hook is None:
+            return
+        try:
+            hook(message, exc)
+        except Exception:
+            log.exception("on_error hook %r raised; the processor goes on", hook)
+
+    async def _failed(self, message: Message, exc: BaseException) -> None:
+        options = self.options
+        if message.delivery_count >= options.max_deliveries:
+            await self.dead_letters.write(message, type(exc).__name__, str(exc))
+            return
+        self.stats.retried += 1
+        delay = backoff_delay(message.delivery_count, options.retry_delay, options.max_retry_delay)
+        await self.retries.schedule(message, delay)

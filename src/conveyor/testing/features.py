@@ -1,0 +1,35 @@
+"""`Features`: how a backend differs in ways only tests need to know.
+
+The engine reads `conveyor.Capabilities` (who redelivers, who claims, whether reads
+block); everything merely descriptive lives here, declared by each backend's test module
+(Watermill keeps its ``Features`` record in its test package for the same reason) and
+stated in prose on the backend's docs page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Features"]
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the conformance suite should expect of a backend.
+
+    Attributes:
+        ordering: ``"stream"``, ``"partition"`` or ``"none"``: the unit within which one
+            consumer with concurrency 1 sees entries in publish order.
+        exact_delivery_count: False where counts are emulated (Kafka: a count restarts at
+            1 when a partition moves to another member).
+        contiguous_ack: True where only a contiguous prefix of offsets is committed
+            (Kafka): a member holds whole partitions, not single messages, and messages
+            acked behind an unacked one may be delivered again after a crash.
+        durable: False where data does not outlive the process (memory).
+    """
+
+    ordering: Literal["stream", "partition", "none"] = "stream"
+    exact_delivery_count: bool = True
+    contiguous_ack: bool = False
+    durable: bool = True

@@ -1,0 +1,189 @@
+"""Regression tests for defects found in review of the first engine (each failed before
+its fix)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import conveyor
+from conveyor import Message, StreamProcessor
+from conveyor.errors import BrokerUnavailableError
+from conveyor.options import redact_url
+from conveyor.testing import FakeClock, dead_letters, run_until_idle, wait_until
+from conveyor_memory import MemoryBackend, MemorySession
+
+
+def make(
+    backend: MemoryBackend, clock: FakeClock, consumer: str = "c1", **kw: Any
+) -> StreamProcessor:
+    return StreamProcessor(backend, "orders", "billing", consumer, clock=clock, **kw)
+
+
+class _AcksFail(MemorySession):
+    async def ack(self, messages: Sequence[Message]) -> None:
+        raise BrokerUnavailableError("ack refused: the broker is down")
+
+
+async def test_stop_returns_under_a_fake_clock_while_acks_keep_failing(
+    memory: MemoryBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemorySession, "ack", _AcksFail.ack)
+    handled = asyncio.Event()
+
+    async def handle(payload: dict[str, Any]) -> None:
+        handled.set()
+
+    await memory.publish("orders", {"n": 1})
+    processor = make(memory, clock, shutdown_timeout=0.5)
+    processor.set_callback(handle)
+    await processor.start()
+    await asyncio.wait_for(handled.wait(), 5)
+    started = time.monotonic()
+    await asyncio.wait_for(processor.stop(), 10)  # hung forever before the fix
+    assert time.monotonic() - started < 5
+    assert processor.stats.acked == 0
+    assert (await memory.group_info("orders", "billing")).pending == 1
+
+
+async def test_a_stopping_processor_claims_nothing(memory: MemoryBackend, clock: FakeClock) -> None:
+    gone = await memory.open_consumer("orders", "billing", "gone")
+    await memory.publish("orders", {"n": "stale"})
+    assert len(await gone.read(count=1, block=None)) == 1  # held by a consumer that died
+    await gone.aclose()
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(payload: dict[str, Any]) -> None:
+        started.set()
+        await release.wait()
+
+    processor = make(memory, clock, claim_idle=30.0, shutdown_timeout=30.0)
+    processor.set_callback(slow)
+    await processor.start()
+    await memory.publish("orders", {"n": "mine"})
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = asyncio.ensure_future(processor.stop())
+    await asyncio.sleep(0.01)
+    await clock.advance(60.0)  # the stale message is claimable now; a stopping keeper ticks
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert processor.stats.claimed == 0
+    info = await memory.group_info("orders", "billing")
+    assert {c.name: c.pending for c in info.consumers}["gone"] == 1
+
+
+async def test_group_deleted_while_dead_lettering_does_not_stop_the_processor(
+    memory: MemoryBackend, clock: FakeClock
+) -> None:
+    async def poison(payload: dict[str, Any]) -> None:
+        if payload.get("poison"):
+            await memory.delete_stream("orders")  # the group vanishes under the worker
+            raise ValueError("poison")
+
+    await memory.publish("orders", {"poison": True})
+    processor = make(memory, clock, max_deliveries=1)
+    processor.set_callback(poison)
+    async with processor:
+        await wait_until(lambda: processor.stats.dead_lettered == 1)
+        assert processor.is_running
+        await memory.publish("orders", {"poison": False})
+        await run_until_idle(processor, clock=clock)
+    assert processor.error is None
+    letters = await dead_letters(memory, "orders")
+    assert [r["error"] for r in letters] == ["poison"]
+
+
+async def test_an_on_error_hook_that_raises_does_not_stop_the_processor(
+    memory: MemoryBackend, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_hook(message: Message, exc: BaseException) -> None:
+        raise KeyError("hook bug")
+
+    calls: list[int] = []
+
+    async def flaky(msg: Message) -> None:
+        calls.append(msg.delivery_count)
+        if msg.delivery_count == 1:
+            raise RuntimeError("first time fails")
+
+    await memory.publish("orders", {"n": 1})
+    processor = make(memory, clock, on_error=broken_hook, retry_delay=0.1)
+    processor.set_callback(flaky)
+    with caplog.at_level(logging.ERROR, logger="conveyor.processor"):
+        async with processor:
+            await run_until_idle(processor, clock=clock, raise_errors=False)
+            assert processor.is_running
+    assert calls == [1, 2]
+    assert processor.error is None
+    assert "on_error hook" in caplog.text
+
+
+async def test_a_backend_closed_under_a_running_processor_stops_it_and_says_why(
+    memory: MemoryBackend, clock: FakeClock
+) -> None:
+    async def handle(payload: dict[str, Any]) -> None:
+        return None
+
+    processor = make(memory, clock, poll_interval=0.05)
+    processor.set_callback(handle)
+    await processor.start()
+    await memory.aclose()
+    await wait_until(lambda: not processor.is_running, timeout=5)
+    with pytest.raises(RuntimeError, match="BackendClosedError"):
+        await processor.wait()
+
+
+@pytest.mark.parametrize("url", ["memory://", "memory:///", "memory://?maxlen=5"])
+async def test_memory_urls_without_a_name_open_the_default_broker(url: str) -> None:
+    async with conveyor.connect(url) as backend:
+        assert isinstance(backend, MemoryBackend)
+        assert backend.settings.name == "default"
+        if "maxlen" in url:
+            assert backend.settings.maxlen == 5
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "kafka://h:9092?sasl_password=s3cret&partitions=2",
+        "kafka://h:9092?sasl_username=alice&sasl_password=s3cret",
+        "redis://user:s3cret@localhost:6379/0?key_prefix=app",
+        "nats://s3cret@localhost:4222",
+        "nats://localhost:4222?token=s3cret",
+        "nats://localhost:4222?password=s3cret&user=bob",
+    ],
+)
+def test_secrets_in_urls_are_redacted_wherever_a_url_is_shown(url: str) -> None:
+    shown = redact_url(url)
+    assert "s3cret" not in shown
+    assert "***" in shown
+    assert "s3cret" not in repr(conveyor.connect(url))
+
+
+async def test_connect_logs_never_show_url_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        async with conveyor.connect("memory://redact?maxlen=3"):
+            pass
+        with pytest.raises(conveyor.ConveyorError):
+            await conveyor.connect("nosuch://u:s3cret@h/?token=s3cret")
+    assert "s3cret" not in caplog.text
+
+
+async def test_seed_ack_event_acks_by_id_and_creates_nothing(memory: MemoryBackend) -> None:
+    await memory.create_group("jobs", "workers")
+    await memory.publish("jobs", {"n": 1})
+    rows = await memory.read_events("jobs", "workers", "w1", 10)
+    assert [data for _, data in rows] == [{"n": 1}]
+    # another backend (another process, say) acks the id it never read itself
+    other = await conveyor.connect(f"memory://{memory.settings.name}")
+    await other.ack_event("jobs", "workers", rows[0][0])
+    assert (await memory.group_info("jobs", "workers")).pending == 0
+    await other.ack_event("no-such-stream", "workers", "1")
+    assert "no-such-stream" not in memory.broker.streams
+    await other.aclose()
