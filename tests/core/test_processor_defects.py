@@ -187,3 +187,38 @@ async def test_seed_ack_event_acks_by_id_and_creates_nothing(memory: MemoryBacke
     await other.ack_event("no-such-stream", "workers", "1")
     assert "no-such-stream" not in memory.broker.streams
     await other.aclose()
+
+
+_memory_ack = MemorySession.ack
+
+
+class _SwallowsOneCancel(MemorySession):
+    swallowed = 0
+
+    async def ack(self, messages: Sequence[Message]) -> None:
+        if _SwallowsOneCancel.swallowed == 0:
+            try:
+                await asyncio.sleep(3600)  # an ack stuck in a client library...
+            except asyncio.CancelledError:
+                _SwallowsOneCancel.swallowed += 1  # ...that swallows the cancellation
+        await _memory_ack(self, messages)
+
+
+async def test_stop_ends_even_when_a_client_library_swallows_a_cancellation(
+    memory: MemoryBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemorySession, "ack", _SwallowsOneCancel.ack)
+    _SwallowsOneCancel.swallowed = 0
+
+    async def handle(payload: dict[str, Any]) -> None:
+        return None
+
+    processor = make(memory, clock, shutdown_timeout=0.2)
+    processor.set_callback(handle)
+    await processor.start()
+    await memory.publish("orders", {"n": 1})
+    await wait_until(lambda: processor.stats.handled == 1)
+    await asyncio.sleep(0.05)  # the acker is inside the stuck ack
+    await asyncio.wait_for(processor.stop(), 10)  # hung forever before the fix
+    assert _SwallowsOneCancel.swallowed == 1
+    assert not processor.is_running

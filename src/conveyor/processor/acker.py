@@ -1,9 +1,9 @@
 """`Acker`: acknowledges finished messages in batches, off the workers' path.
 
-Workers append to `pending`; the acker sends a batch when `batch_count` are waiting or when
-a worker finds the inbox empty (so a quiet stream is never left unacknowledged). A failed
-ack keeps its batch and retries after the broker-call backoff; acknowledging twice is
-harmless on every backend.
+Workers append finished messages to `pending` (and set `ready` once `batch_count` wait);
+the acker sends a batch then, or when a worker finds the inbox empty (so a quiet stream is
+never left unacknowledged). A failed ack keeps its batch and retries after the broker-call
+backoff; acknowledging twice is harmless on every backend.
 """
 
 from __future__ import annotations
@@ -42,21 +42,18 @@ class Acker:
         """True while finished messages wait for (or are in) an ack call."""
         return bool(self.pending) or not self.idle.is_set()
 
-    def add(self, message: Message) -> None:
-        """Queue a finished message; wake the acker once a batch is full."""
-        pending = self.pending
-        pending.append(message)
-        if len(pending) >= self.batch_count:
-            self.ready.set()
-
     async def _send(self) -> None:
-        """Ack everything pending in one call; on failure keep it for the next call."""
-        batch, self.pending = self.pending, []
+        """Ack everything pending in one call; on failure keep it for the next call.
+
+        `pending` stays the same list object (workers append to it directly)."""
+        pending = self.pending
+        batch = pending.copy()
+        pending.clear()
         session = self.calls.session
         try:
             await session.ack(batch)
         except BaseException:
-            self.pending[:0] = batch
+            pending[:0] = batch
             raise
         self.stats.acked += len(batch)
         release = self.ledger.release

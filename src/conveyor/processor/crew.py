@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-__all__ = ["Crew"]
+__all__ = ["Crew", "Switch"]
+
+log = logging.getLogger("conveyor.processor")
+
+#: Seconds a cancelled task may take to end before it is cancelled again.
+_RECANCEL_AFTER = 1.0
+
+
+class Switch:
+    """Whether the processor is running, read by its parts on their hot paths."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
 
 
 class Crew:
@@ -26,13 +41,19 @@ class Crew:
         return [task for role, task in self._tasks.items() if role.startswith(prefix)]
 
     async def cancel(self, roles: Iterable[str] | None = None) -> None:
-        """Cancel the tasks of `roles` (every task when None) and wait for them to end."""
+        """Cancel the tasks of `roles` (every task when None) and wait for them to end.
+
+        A task that goes on after its cancellation (a client library swallowed the
+        `CancelledError`: nats-py's publish flush does) is cancelled again until it ends.
+        """
         chosen = list(self._tasks) if roles is None else [r for r in roles if r in self._tasks]
-        tasks = [self._tasks.pop(role) for role in chosen]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        pending = {self._tasks.pop(role) for role in chosen}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=_RECANCEL_AFTER)
+            for task in pending:
+                log.warning("%s went on after being cancelled; cancelling it again", task)
 
     def others(self, *keep: str) -> list[str]:
         """Every role but `keep`."""

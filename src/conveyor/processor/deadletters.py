@@ -9,13 +9,13 @@ write still fails, the message stays pending, logged loudly, and the worker goes
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from conveyor.message import Message
 from conveyor.stats import ProcessorStats
 
 from .calls import FAILED_CALL, BrokerCalls
+from .crew import Switch
 from .ledger import Ledger
 
 __all__ = ["DeadLetters"]
@@ -34,7 +34,7 @@ class DeadLetters:
         calls: BrokerCalls,
         ledger: Ledger,
         stats: ProcessorStats,
-        running: Callable[[], bool],
+        running: Switch,
     ) -> None:
         self.calls = calls
         self.ledger = ledger
@@ -69,7 +69,7 @@ class DeadLetters:
                 break
             except FAILED_CALL as exc:
                 attempt += 1
-                if attempt >= WRITE_ATTEMPTS or not self.running():
+                if attempt >= WRITE_ATTEMPTS or not self.running.on:
                     log.error(
                         "could not dead-letter %s %s (%s: %s); it stays pending",
                         self.calls.stream,

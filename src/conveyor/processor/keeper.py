@@ -8,11 +8,11 @@ messages would only sit pending under a consumer that is going away.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from conveyor.stats import ProcessorStats
 
 from .calls import FAILED_CALL, BrokerCalls
+from .crew import Switch
 from .ledger import Ledger
 
 __all__ = ["Keeper"]
@@ -30,7 +30,7 @@ class Keeper:
         stats: ProcessorStats,
         *,
         claims: bool,
-        running: Callable[[], bool],
+        running: Switch,
     ) -> None:
         self.calls = calls
         self.ledger = ledger
@@ -44,13 +44,13 @@ class Keeper:
         session = self.calls.session
         if self.ledger.held:
             await session.heartbeat(list(self.ledger.held.values()))
-        if not (self.claims and self.running()):
+        if not (self.claims and self.running.on):
             return
         if len(self.ledger.inbox) >= self.ledger.prefetch:
             return
         options = self.calls.options
         claimed = await session.claim_stale(min_idle=options.claim_idle, count=options.batch_count)
-        if claimed and self.running():
+        if claimed and self.running.on:
             self.stats.claimed += len(claimed)
             log.info("claimed %d stale message(s) on %s", len(claimed), self.calls.stream)
             self.ledger.admit(claimed)

@@ -11,6 +11,7 @@ from conveyor.stats import ProcessorStats
 
 from .acker import Acker
 from .calls import BrokerCalls
+from .crew import Switch
 from .deadletters import DeadLetters
 from .keeper import Keeper
 from .ledger import Ledger
@@ -34,7 +35,7 @@ class Parts:
     reader: Reader
     keeper: Keeper
     stats: ProcessorStats
-    running: Callable[[], bool]
+    running: Switch
 
     @classmethod
     def assemble(
@@ -43,7 +44,7 @@ class Parts:
         names: tuple[str, str, str],
         options: ProcessorOptions,
         stats: ProcessorStats,
-        running: Callable[[], bool],
+        running: Switch,
     ) -> Parts:
         capabilities = backend.capabilities
         calls = BrokerCalls(backend, *names, options, stats)

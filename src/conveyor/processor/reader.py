@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from conveyor.protocol import Capabilities
 
 from .calls import FAILED_CALL, BrokerCalls
+from .crew import Switch
 from .ledger import Ledger
 
 __all__ = ["Reader"]
@@ -25,7 +25,7 @@ class Reader:
         calls: BrokerCalls,
         ledger: Ledger,
         capabilities: Capabilities,
-        running: Callable[[], bool],
+        running: Switch,
     ) -> None:
         self.calls = calls
         self.ledger = ledger
@@ -38,7 +38,7 @@ class Reader:
         block = options.poll_interval if self.blocking else None
         batch = options.batch_count
         attempt = 0
-        while self.running():
+        while self.running.on:
             if not ledger.room.is_set():
                 await ledger.room.wait()
             session = self.calls.session

@@ -26,7 +26,7 @@ from conveyor.protocol import (
 from conveyor.seed import SeedStorageAdapter
 from conveyor.stats import ProcessorStats
 
-from .crew import Crew
+from .crew import Crew, Switch
 from .options import ErrorHook, ProcessorOptions
 from .parts import Parts
 
@@ -122,7 +122,8 @@ class StreamProcessor:
         self._takes_message = False
 
         names = (stream_name, consumer_group_name, consumer_name)
-        self._parts = Parts.assemble(self.backend, names, self.options, self.stats, self._running)
+        self._switch = Switch()
+        self._parts = Parts.assemble(self.backend, names, self.options, self.stats, self._switch)
 
         self._state = "idle"  # idle -> running -> stopping -> idle
         self._crew = Crew(f"conveyor:{stream_name}:{consumer_name}")
@@ -144,9 +145,6 @@ class StreamProcessor:
     @property
     def is_running(self) -> bool:
         """True between a successful `start()` and `stop()`."""
-        return self._state == "running"
-
-    def _running(self) -> bool:
         return self._state == "running"
 
     @property
@@ -209,6 +207,7 @@ class StreamProcessor:
             raise RuntimeError(f"{self!r} is already started")
         await self._parts.calls.open()
         self._state = "running"
+        self._switch.on = True
         self._stopped.clear()
         self._crash = None
         parts, crew = self._parts, self._crew
@@ -240,6 +239,7 @@ class StreamProcessor:
         if self._state != "running":
             return
         self._state = "stopping"
+        self._switch.on = False
         try:
             await self._shutdown()
         finally:

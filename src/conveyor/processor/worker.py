@@ -18,6 +18,7 @@ from conveyor.message import Message
 from conveyor.stats import ProcessorStats
 
 from .acker import Acker
+from .crew import Switch
 from .deadletters import DeadLetters
 from .ledger import Ledger
 from .options import ErrorHook, ProcessorOptions
@@ -42,7 +43,7 @@ class Worker:
         dead_letters: DeadLetters,
         stats: ProcessorStats,
         options: ProcessorOptions,
-        running: Callable[[], bool],
+        running: Switch,
         hook: Callable[[], ErrorHook | None],
     ) -> None:
         self.handler = handler
@@ -62,14 +63,15 @@ class Worker:
         refill_at = ledger.refill_at
         handler, takes_message = self.handler, self.takes_message
         acker, stats, running = self.acker, self.stats, self.running
+        to_ack, batch = acker.pending, acker.batch_count
         while True:
             while not inbox:
-                if not running():
+                if not running.on:
                     return
                 acker.ready.set()  # idle: flush what is done
                 ready.clear()
                 await ready.wait()
-            if not running():
+            if not running.on:
                 return
             message = inbox.popleft()
             if len(inbox) <= refill_at:
@@ -88,7 +90,9 @@ class Worker:
                 await self._failed(message, exc)
             else:
                 stats.handled += 1
-                acker.add(message)
+                to_ack.append(message)
+                if len(to_ack) >= batch:
+                    acker.ready.set()
             finally:
                 stats.in_flight -= 1
 
