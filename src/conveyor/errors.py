@@ -13,6 +13,7 @@ ConveyorError
 ├── PayloadError                  a payload conveyor cannot carry
 │   ├── UnserializablePayloadError  publish of a value that does not survive JSON
 │   ├── InvalidHeaderError        a header name or value no broker can carry (ValueError)
+│   ├── PayloadTooLargeError      a message larger than the broker accepts
 │   └── DecodeError               a stored entry that cannot be decoded
 ├── BackendClosedError            an operation on a closed backend
 └── AppLoadError                  `module:app` could not be imported / is not an App
@@ -37,6 +38,7 @@ __all__ = [
     "GroupNotFoundError",
     "InvalidHeaderError",
     "PayloadError",
+    "PayloadTooLargeError",
     "UnknownSchemeError",
     "UnserializablePayloadError",
     "WrongTypeError",
@@ -108,6 +110,12 @@ class UnserializablePayloadError(PayloadError, TypeError):
 class InvalidHeaderError(PayloadError, ValueError):
     """Raised by `publish()` for a header that is not a str → str pair every backend can
     carry, or whose name is reserved (``conveyor-*``, ``nats-*``). The message names it."""
+
+
+class PayloadTooLargeError(PayloadError):
+    """Raised by `publish()` before anything is sent when an encoded message (payload and
+    headers) is larger than the broker accepts; the message names both sizes. The
+    connection stays usable."""
 
 
 class DecodeError(PayloadError):
