@@ -175,7 +175,7 @@ async def _memory_env(name: str, clock: FakeClock) -> EngineEnv:
     assert isinstance(backend, MemoryBackend)
 
     async def publish_raw(stream: str, raw: bytes) -> None:
-        await backend.publish_raw(stream, raw.decode())
+        await backend.publish_raw(stream, raw.decode("utf-8", "surrogateescape"))
 
     return EngineEnv(
         "memory",

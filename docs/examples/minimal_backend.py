@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import Capabilities, GroupInfo, Message
-from conveyor.base import BaseBackend, BaseSession, ConsumerOptions
+from conveyor.base import BaseBackend, BaseSession, ConsumerOptions, check_sizes
 from conveyor.codec import decode_json, encode_json
 from conveyor.errors import GroupNotFoundError
+
+MAX_BYTES = 1 << 20  # the largest message this "broker" stores
 
 
 @dataclass
@@ -62,6 +64,7 @@ class DictBackend(BaseBackend):
         self, stream: str, items: list[dict[str, Any]], headers: list[dict[str, str]] | None
     ) -> list[str]:
         payloads = [encode_json(item) for item in items]  # validates all before storing
+        check_sizes(stream, (len(p.encode()) for p in payloads), MAX_BYTES, "MAX_BYTES")
         state = self.stream(stream)
         first = len(state.entries)
         for index, payload in enumerate(payloads):

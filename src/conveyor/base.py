@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from typing_extensions import Self
 
-from conveyor.errors import BackendClosedError, ConfigurationError, ConveyorError
+from conveyor.errors import (
+    BackendClosedError,
+    ConfigurationError,
+    ConveyorError,
+    PayloadTooLargeError,
+)
 from conveyor.headers import check_headers, check_headers_list
 from conveyor.message import Message
 from conveyor.opening import Opening
@@ -32,6 +37,7 @@ __all__ = [
     "BaseSession",
     "ConsumerOptions",
     "check_name",
+    "check_sizes",
 ]
 
 log = logging.getLogger("conveyor.backend")
@@ -49,6 +55,23 @@ def check_name(kind: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{kind} must be a non-empty str, got {value!r}")
     return value
+
+
+def check_sizes(stream: str, sizes: Iterable[int], limit: int | None, limit_name: str) -> None:
+    """Refuse, before anything is sent, a message whose encoded size (payload and
+    headers, as the broker counts them) is over `limit` bytes (None: no limit).
+
+    Raises:
+        PayloadTooLargeError: naming the stream, the item, both sizes and the limit.
+    """
+    if limit is None:
+        return
+    for index, size in enumerate(sizes):
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"message {index} for stream {stream!r} is {size:,} bytes encoded; the"
+                f" broker accepts at most {limit:,} ({limit_name}); nothing was published"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,10 @@ class ProcessorStats:
         in_flight: Handler calls running right now.
         acked: Messages acknowledged on the broker.
         reconnects: Broker calls that failed and were retried after a backoff.
+        dead_letter_failures: Messages that could not be dead-lettered (left pending).
+        outages: Times the broker became unreachable (the first failed call of a run).
+        outage_seconds: Total real seconds from each outage's first failed call to the
+            next call that succeeded.
     """
 
     handled: int = 0
@@ -30,7 +34,10 @@ class ProcessorStats:
     in_flight: int = 0
     acked: int = 0
     reconnects: int = 0
+    dead_letter_failures: int = 0
+    outages: int = 0
+    outage_seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         """The counters as a plain dict."""
         return asdict(self)

@@ -203,6 +203,7 @@ def test_public_api_is_exactly_this() -> None:
                 "BaseSession",
                 "ConsumerOptions",
                 "check_name",
+                "check_sizes",
             ],
         ),
         ("conveyor.errormap", ["ErrorMap", "Rule"]),

@@ -9,7 +9,10 @@ promises; each test fails if that behaviour breaks.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +146,36 @@ async def test_undecodable_payload_is_dead_lettered_at_once(engine: EngineEnv) -
     assert letters[0]["error_type"] == "DecodeError"
     assert letters[0]["delivery_count"] == 1
     assert "{not json" in letters[0]["original_raw"]
+    assert await pending(engine) == 0
+
+
+async def test_a_large_binary_entry_is_dead_lettered_with_a_bounded_excerpt(
+    engine: EngineEnv,
+) -> None:
+    """A foreign producer's 512 KiB of binary must not stop the group (its record used to
+    be 1.8 MB of repr, refused by NATS and Kafka, and the processor stopped on it)."""
+    handled: list[int] = []
+
+    async def handle(payload: dict[str, Any]) -> None:
+        handled.append(payload["n"])
+
+    blob = hashlib.sha256(b"seed").digest() * (512 * 1024 // 32)  # 512 KiB, not UTF-8 text
+    blob = b"\xff\xfe" + blob
+    await engine.publish_raw(engine.stream, blob)
+    await engine.backend.publish_many(engine.stream, [{"n": i} for i in range(5)])
+    processor = engine.processor()
+    processor.set_callback(handle)
+    async with processor:
+        await run_until_idle(processor, clock=engine.clock, timeout=30)
+        assert processor.is_running
+    assert handled == list(range(5))
+    assert processor.stats.dead_letter_failures == 0
+    (letter,) = await dead_letters(engine.backend, engine.stream)
+    assert letter["error_type"] == "DecodeError"
+    assert letter["original_size"] == len(blob)
+    assert letter["original_sha256"] == hashlib.sha256(blob).hexdigest()
+    assert base64.b64decode(letter["original_base64"]) == blob[:4096]
+    assert len(json.dumps(letter)) < 16_384
     assert await pending(engine) == 0
 
 

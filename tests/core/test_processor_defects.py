@@ -13,7 +13,7 @@ import pytest
 
 import conveyor
 from conveyor import Message, StreamProcessor
-from conveyor.errors import BrokerUnavailableError
+from conveyor.errors import BackendError, BrokerUnavailableError, PayloadTooLargeError
 from conveyor.options import redact_url
 from conveyor.testing import FakeClock, dead_letters, run_until_idle, wait_until
 from conveyor_memory import MemoryBackend, MemorySession
@@ -222,3 +222,109 @@ async def test_stop_ends_even_when_a_client_library_swallows_a_cancellation(
     await asyncio.wait_for(processor.stop(), 10)  # hung forever before the fix
     assert _SwallowsOneCancel.swallowed == 1
     assert not processor.is_running
+
+
+_memory_dead_letter = MemorySession.dead_letter
+
+
+async def _refuses_big_records(
+    self: MemorySession, message: Message, *, dead_letter_stream: str, record: dict[str, Any]
+) -> str:
+    if record.get("original") is not None:
+        raise PayloadTooLargeError("record larger than the broker accepts")
+    return await _memory_dead_letter(
+        self, message, dead_letter_stream=dead_letter_stream, record=record
+    )
+
+
+async def _refuses_everything(
+    self: MemorySession, message: Message, *, dead_letter_stream: str, record: dict[str, Any]
+) -> str:
+    raise BackendError("the dead-letter stream is read-only")
+
+
+async def test_a_refused_dead_letter_record_falls_back_to_the_minimal_record(
+    memory: MemoryBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemorySession, "dead_letter", _refuses_big_records)
+
+    async def poison(payload: dict[str, Any]) -> None:
+        raise ValueError("no")
+
+    await memory.publish("orders", {"big": "x" * 10_000})
+    processor = make(memory, clock, max_deliveries=1)
+    processor.set_callback(poison)
+    async with processor:
+        await run_until_idle(processor, clock=clock, raise_errors=False)
+    (letter,) = await dead_letters(memory, "orders")
+    assert letter["original"] is None
+    assert letter["original_omitted"] is True
+    assert letter["original_size"] == len('{"big":"' + "x" * 10_000 + '"}')
+    assert letter["error"] == "no"
+    assert processor.stats.dead_lettered == 1
+    assert (await memory.group_info("orders", "billing")).pending == 0
+
+
+async def test_a_dead_letter_stream_that_cannot_be_written_does_not_stop_the_group(
+    memory: MemoryBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemorySession, "dead_letter", _refuses_everything)
+    handled: list[int] = []
+
+    async def handle(payload: dict[str, Any]) -> None:
+        if payload.get("poison"):
+            raise ValueError("poison")
+        handled.append(payload["n"])
+
+    await memory.publish("orders", {"poison": True})
+    await memory.publish_many("orders", [{"n": i} for i in range(3)])
+    processor = make(memory, clock, max_deliveries=1)
+    processor.set_callback(handle)
+    async with processor:
+        await run_until_idle(processor, clock=clock, raise_errors=False)
+        assert processor.is_running
+    assert handled == [0, 1, 2]
+    assert processor.stats.dead_letter_failures == 1
+    assert processor.stats.dead_lettered == 0
+    assert processor.error is None
+    assert (await memory.group_info("orders", "billing")).pending == 1  # the poison stays
+
+
+_memory_read = MemorySession.read
+
+
+async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    memory: MemoryBackend,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = {"reads": 4}
+
+    async def flaky_read(self: MemorySession, *, count: int, block: float | None) -> list[Message]:
+        if down["reads"] > 0:
+            down["reads"] -= 1
+            raise BrokerUnavailableError("connection refused")
+        return await _memory_read(self, count=count, block=block)
+
+    monkeypatch.setattr(MemorySession, "read", flaky_read)
+    seen: list[int] = []
+
+    async def handle(payload: dict[str, Any]) -> None:
+        seen.append(payload["n"])
+
+    await memory.publish("orders", {"n": 1})
+    processor = make(memory, clock, poll_interval=0.05)
+    processor.set_callback(handle)
+    with caplog.at_level(logging.WARNING, logger="conveyor.processor"):
+        async with processor:
+            while not seen:
+                await clock.advance(5.0)  # the backoff sleeps on the processor's clock
+                await asyncio.sleep(0.01)
+    assert seen == [1]
+    assert processor.stats.outages == 1
+    assert processor.stats.reconnects == 4
+    assert processor.stats.outage_seconds >= 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("lost the broker" in line for line in lines) == 1
+    assert sum("broker back" in line for line in lines) == 1

@@ -150,3 +150,22 @@ def test_group_ids_as_is_keep_the_group_name() -> None:
     assert settings.group_id("billing", "orders") == "billing"
     with pytest.raises(ConfigurationError, match="per_stream"):
         KafkaSettings.from_url("kafka://h", {"group_ids": "global"})
+
+
+def test_the_topic_size_limit_is_read_from_a_describe_configs_reply() -> None:
+    """Apache Kafka answers DescribeConfigs (Tansu does not, so this is the parser alone)."""
+    from aiokafka.protocol.admin import DescribeConfigsResponse_v0, DescribeConfigsResponse_v1
+
+    from conveyor_kafka.backend import _max_message_bytes
+
+    v0 = DescribeConfigsResponse_v0(
+        throttle_time_ms=0,
+        resources=[(0, None, 2, "t", [("max.message.bytes", "2097152", False, False, False)])],
+    )
+    v1 = DescribeConfigsResponse_v1(
+        throttle_time_ms=0,
+        resources=[(0, None, 2, "t", [("max.message.bytes", "512", False, 5, False, [])])],
+    )
+    assert _max_message_bytes([v0]) == 2_097_152
+    assert _max_message_bytes([v1]) == 512
+    assert _max_message_bytes([]) is None

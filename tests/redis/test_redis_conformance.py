@@ -34,7 +34,10 @@ class TestRedisConformance(BackendConformance):
         base, query = split_options(redis_url)
 
         async def factory() -> StreamBackend:
-            return await conveyor.connect(base, **query, key_prefix=key_prefix)
+            # a 1 MiB entry limit, so the size-limit test need not send 512 MiB
+            return await conveyor.connect(
+                base, **query, key_prefix=key_prefix, max_message_bytes=1_048_576
+            )
 
         return factory
 

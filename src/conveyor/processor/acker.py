@@ -76,7 +76,9 @@ class Acker:
                 attempt += 1
                 await self.calls.recover(exc, attempt, session)
                 continue
-            attempt = 0
+            if attempt:
+                attempt = 0
+                self.calls.ok()
 
     async def final_flush(self, timeout: float) -> None:
         """Ack what finished, trying until `timeout` real seconds have passed (shutdown

@@ -2,13 +2,16 @@
 
 Every loop that talks to the broker reports a failure here: a vanished group is recreated
 by opening a new session (once, however many loops saw it), anything else counts as a
-reconnect and backs off with jitter on the injected clock.
+reconnect and backs off with jitter on the injected clock. An outage is logged twice: one
+line when the first call fails, one (with how long it lasted) when a call succeeds again;
+``stats.outages`` and ``stats.outage_seconds`` count them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from conveyor.backoff import backoff_delay
 from conveyor.errors import (
@@ -53,6 +56,7 @@ class BrokerCalls:
         self.stats = stats
         self._session: ConsumerSession | None = None
         self._reopening = asyncio.Lock()
+        self._down_since: float | None = None  # real time of the first failed call
 
     @property
     def session(self) -> ConsumerSession:
@@ -126,10 +130,27 @@ class BrokerCalls:
                 exc = again
         self.stats.reconnects += 1
         delay = backoff_delay(attempt, 0.1, RECONNECT_CAP)
-        log.warning(
-            "broker call failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc, delay
-        )
+        if self._down_since is None:  # one line when the broker goes away...
+            self._down_since = time.monotonic()
+            self.stats.outages += 1
+            log.warning(
+                "lost the broker for %s/%s (%s: %s); retrying with backoff",
+                self.stream,
+                self.group,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            log.debug("broker call failed again (%s); retrying in %.2fs", exc, delay)
         await self.options.clock.sleep(delay)
+
+    def ok(self) -> None:
+        """A broker call succeeded: log once that the broker is back (if it was gone)."""
+        if self._down_since is not None:
+            down = time.monotonic() - self._down_since
+            self._down_since = None
+            self.stats.outage_seconds += down
+            log.warning("broker back for %s/%s after %.1f s", self.stream, self.group, down)
 
     async def _reopen(self, failed: ConsumerSession, exc: GroupNotFoundError) -> None:
         async with self._reopening:

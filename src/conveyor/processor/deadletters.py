@@ -1,29 +1,69 @@
 """`DeadLetters`: writes a message that cannot be handled to the dead-letter stream.
 
 The record keeps the original payload and why it failed; the session writes it and
-acknowledges the message without losing it between the two steps. A failure of the
-broker is retried through the broker-call policy (a vanished group is recreated); if the
-write still fails, the message stays pending, logged loudly, and the worker goes on.
+acknowledges the message without losing it between the two steps. An entry that could
+not be decoded keeps a bounded excerpt instead (its size, SHA-256, the first
+`EXCERPT_BYTES` in base64 and a short text preview), so that a huge binary entry from a
+foreign producer always fits. If the broker refuses a record for anything but being
+unreachable (too large, say), the minimal record (the same excerpt of the payload's JSON)
+is written instead. A broker failure is retried through the broker-call policy (a
+vanished group is recreated). Nothing raised here ever leaves a worker: if the write still
+fails, the message stays pending, the failure is logged loudly and counted in
+``stats.dead_letter_failures``, and the worker goes on with the next message.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from typing import Any
 
+from conveyor.codec import encode_json
+from conveyor.errors import (
+    BackendError,
+    BrokerUnavailableError,
+    ConveyorError,
+    GroupNotFoundError,
+    PayloadError,
+)
 from conveyor.message import Message
 from conveyor.stats import ProcessorStats
 
-from .calls import FAILED_CALL, BrokerCalls
+from .calls import BrokerCalls
 from .crew import Switch
 from .ledger import Ledger
 
-__all__ = ["DeadLetters"]
+__all__ = ["EXCERPT_BYTES", "DeadLetters", "excerpt"]
 
 log = logging.getLogger("conveyor.processor")
 
 #: Attempts at one dead-letter write before the message is left pending.
 WRITE_ATTEMPTS = 5
+#: Bytes of an entry kept (base64) in a dead-letter record that cannot carry all of it.
+EXCERPT_BYTES = 4096
+#: Characters of the readable preview of such an entry.
+PREVIEW_CHARS = 512
+
+
+def _raw_bytes(raw: object) -> bytes:
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return bytes(raw)
+    text = raw if isinstance(raw, str) else repr(raw)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def excerpt(raw: object) -> dict[str, Any]:
+    """Size, SHA-256, base64 of the first `EXCERPT_BYTES` and a text preview of `raw`
+    (bytes, text, or anything else by its repr)."""
+    data = _raw_bytes(raw)
+    head = data[:EXCERPT_BYTES]
+    return {
+        "original_raw": head.decode("utf-8", "backslashreplace")[:PREVIEW_CHARS],
+        "original_base64": base64.b64encode(head).decode("ascii"),
+        "original_size": len(data),
+        "original_sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 class DeadLetters:
@@ -42,12 +82,12 @@ class DeadLetters:
         self.running = running
         self.stream = calls.options.dead_letter_stream_of(calls.stream)
 
-    def record(self, message: Message, error_type: str, error: str) -> dict[str, Any]:
-        """The dead-letter record of `message`."""
-        undecodable = message.decode_error is not None
-        return {
-            "original": None if undecodable else message.data,
-            "original_raw": repr(message.raw) if undecodable else None,
+    def record(
+        self, message: Message, error_type: str, error: str, *, minimal: bool = False
+    ) -> dict[str, Any]:
+        """The dead-letter record of `message` (`minimal`: without the payload itself)."""
+        record: dict[str, Any] = {
+            "original": None,
             "error_type": error_type,
             "error": error,
             "delivery_count": message.delivery_count,
@@ -57,9 +97,17 @@ class DeadLetters:
             "consumer": self.calls.consumer,
             "dead_lettered_at": self.calls.options.clock.time(),
         }
+        if message.decode_error is not None:
+            record.update(excerpt(message.raw))
+        elif minimal:
+            record.update(excerpt(encode_json(message.data)), original_omitted=True)
+        else:
+            record["original"] = message.data
+        return record
 
     async def write(self, message: Message, error_type: str, error: str) -> None:
-        """Dead-letter `message`; never raises a `BackendError`."""
+        """Dead-letter `message`; never raises (but `CancelledError`)."""
+        minimal = False
         record = self.record(message, error_type, error)
         attempt = 0
         while True:
@@ -67,19 +115,33 @@ class DeadLetters:
             try:
                 await session.dead_letter(message, dead_letter_stream=self.stream, record=record)
                 break
-            except FAILED_CALL as exc:
+            except (BrokerUnavailableError, GroupNotFoundError) as exc:
                 attempt += 1
                 if attempt >= WRITE_ATTEMPTS or not self.running.on:
-                    log.error(
-                        "could not dead-letter %s %s (%s: %s); it stays pending",
-                        self.calls.stream,
-                        message.id,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    self.ledger.release(message)
+                    self._failed(message, exc)
                     return
-                await self.calls.recover(exc, attempt, session)
+                try:
+                    await self.calls.recover(exc, attempt, session)
+                except ConveyorError as closed:  # the backend was closed under us
+                    self._failed(message, closed)
+                    return
+            except (PayloadError, BackendError) as exc:  # refused, e.g. too large
+                if minimal:
+                    self._failed(message, exc)
+                    return
+                log.warning(
+                    "dead-letter record of %s %s refused (%s: %s); writing the minimal"
+                    " record instead",
+                    self.calls.stream,
+                    message.id,
+                    type(exc).__name__,
+                    exc,
+                )
+                minimal = True
+                record = self.record(message, error_type, error, minimal=True)
+            except ConveyorError as exc:  # closed, or anything else: never out of a worker
+                self._failed(message, exc)
+                return
         self.stats.dead_lettered += 1
         self.ledger.release(message)
         log.error(
@@ -90,4 +152,17 @@ class DeadLetters:
             message.delivery_count,
             error_type,
             error,
+        )
+
+    def _failed(self, message: Message, exc: BaseException) -> None:
+        self.stats.dead_letter_failures += 1
+        self.ledger.release(message)
+        log.error(
+            "COULD NOT DEAD-LETTER %s %s to %s (%s: %s): it stays pending and will be"
+            " delivered again; the processor goes on with the next messages",
+            self.calls.stream,
+            message.id,
+            self.stream,
+            type(exc).__name__,
+            exc,
         )

@@ -66,5 +66,7 @@ class Keeper:
                 attempt += 1
                 await self.calls.recover(exc, attempt, session)
                 continue
-            attempt = 0
+            if attempt:
+                attempt = 0
+                self.calls.ok()
             await clock.sleep(self.interval)

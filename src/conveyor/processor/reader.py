@@ -48,7 +48,9 @@ class Reader:
                 attempt += 1
                 await self.calls.recover(exc, attempt, session)
                 continue
-            attempt = 0
+            if attempt:
+                attempt = 0
+                self.calls.ok()
             if messages:
                 ledger.admit(messages)
             elif not self.blocking:

@@ -36,7 +36,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from conveyor.errors import BackendClosedError, BrokerUnavailableError, PayloadError
+from conveyor.errors import (
+    BackendClosedError,
+    BrokerUnavailableError,
+    PayloadError,
+    PayloadTooLargeError,
+)
 from conveyor.message import Message
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import ConsumerSession, StreamBackend
@@ -117,6 +122,8 @@ class BackendConformance:
     claim_idle: float = 1.0
     #: Seconds to wait for a delivery that must happen.
     timeout: float = 20.0
+    #: A payload size (bytes) over the backend's message size limit as the test opens it.
+    oversized: int = 2 * 1024 * 1024
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -408,6 +415,19 @@ class BackendConformance:
         for bad in ({"s": {1, 2}}, {"t": (1, 2)}, {"b": b"raw"}, {"nan": float("nan")}, {1: "x"}):
             with pytest.raises(PayloadError):
                 await backend.publish(stream, bad)  # type: ignore[arg-type]
+
+    async def test_a_message_over_the_size_limit_is_refused_before_sending(
+        self, backend: StreamBackend, names: dict[str, str]
+    ) -> None:
+        stream = names["stream"]
+        big = {"blob": "x" * self.oversized}
+        with pytest.raises(PayloadTooLargeError):
+            await backend.publish(stream, big)
+        with pytest.raises(PayloadTooLargeError):
+            await backend.publish_many(stream, [{"n": 1}, big])
+        assert await backend.peek(stream, count=10) == []
+        await backend.publish(stream, {"n": 2})  # the connection stays usable
+        assert [m.data for m in await backend.peek(stream, count=10)] == [{"n": 2}]
 
     async def test_many_concurrent_publishes_all_succeed(
         self, backend: StreamBackend, names: dict[str, str]
@@ -824,6 +844,8 @@ class BackendConformance:
                 assert processor.is_running
             assert handled == set(range(40))
             assert processor.stats.reconnects >= 1
+            assert processor.stats.outages >= 1  # the outage was seen, and logged
+            assert processor.stats.outage_seconds > 0
             late = await read_and_ack(backend, stream, "late", expect=40, timeout=self.timeout)
             assert sorted({m.data["n"] for m in late}) == list(range(40))
         finally:

@@ -123,7 +123,10 @@ class Producer:
             raise BackendClosedError("the kafka backend is closed")
         settings = self._settings
         client = AIOKafkaProducer(
-            acks="all", enable_idempotence=settings.idempotent, **settings.client_kwargs()
+            acks="all",
+            enable_idempotence=settings.idempotent,
+            max_request_size=settings.max_request_size,
+            **settings.client_kwargs(),
         )
         try:
             with ERRORS.mapping("kafka start producer"):

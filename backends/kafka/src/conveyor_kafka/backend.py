@@ -32,9 +32,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from conveyor.base import BaseBackend, ConsumerOptions
+from conveyor.base import BaseBackend, ConsumerOptions, check_sizes
 from conveyor.codec import encode_json
 from conveyor.errors import BackendClosedError, BackendError, GroupNotFoundError
 from conveyor.message import Message
@@ -52,6 +53,9 @@ log = logging.getLogger("conveyor.kafka")
 CAPABILITIES = Capabilities(name="kafka", redelivery="engine", claim="broker")
 
 _LEAVE_TIMEOUT = 5.0  # seconds a best-effort LeaveGroup may take
+_DESCRIBE_TIMEOUT = 5.0  # seconds to learn a topic's max.message.bytes
+#: Bytes of record-batch and record framing counted with a value against the size limits.
+_RECORD_FRAMING = 100
 
 
 class KafkaBackend(BaseBackend):
@@ -69,6 +73,7 @@ class KafkaBackend(BaseBackend):
         # (group id, topic, partition) -> next offset this process had delivered when the
         # partition left its member: what was delivered and not committed stays "pending"
         self._delivered: dict[tuple[str, str, int], int] = {}
+        self._max_bytes: dict[str, int | None] = {}  # topic -> max.message.bytes, if known
 
     def __repr__(self) -> str:
         return f"KafkaBackend({','.join(self.settings.bootstrap_servers)})"
@@ -259,7 +264,37 @@ class KafkaBackend(BaseBackend):
     async def _produce(
         self, stream: str, values: list[bytes], headers: list[RecordHeaders] | None
     ) -> list[str]:
-        return await self._producer.send(topic_name(stream), values, headers)
+        topic = topic_name(stream)
+        limit, name = self.settings.max_request_size, "the producer's max_request_size"
+        topic_limit = await self._topic_max_bytes(topic)
+        if topic_limit is not None and topic_limit < limit:
+            limit, name = topic_limit, f"topic {topic!r} max.message.bytes"
+        sizes = (
+            len(v) + _RECORD_FRAMING + (_header_size(headers[i]) if headers else 0)
+            for i, v in enumerate(values)
+        )
+        check_sizes(stream, sizes, limit, name)
+        return await self._producer.send(topic, values, headers)
+
+    async def _describe(self, topic: str) -> int | None:
+        self._check_open()
+        return await _describe_max_bytes(self.settings, topic)
+
+    async def _topic_max_bytes(self, topic: str) -> int | None:
+        """The topic's ``max.message.bytes``, asked once per topic this backend knows
+        exists (None where the broker does not answer DescribeConfigs, as Tansu does not,
+        and before the topic exists: a topic conveyor creates gets the broker default)."""
+        if topic in self._max_bytes:
+            return self._max_bytes[topic]
+        if topic not in self._topics:  # not created yet: it gets the broker's default
+            return None
+        found: int | None = None
+        try:
+            found = await asyncio.wait_for(self._describe(topic), _DESCRIBE_TIMEOUT)
+        except (BackendError, asyncio.TimeoutError) as exc:
+            log.debug("max.message.bytes of %r unknown (%s)", topic, exc)
+        self._max_bytes[topic] = found
+        return found
 
     # -- inspection --------------------------------------------------------------------
 
@@ -337,6 +372,33 @@ class KafkaBackend(BaseBackend):
                         todo.discard(tp)
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         return [replace(to_message(stream, r, None), delivery_count=0) for r in records[-count:]]
+
+
+async def _describe_max_bytes(settings: KafkaSettings, topic: str) -> int | None:
+    """Ask DescribeConfigs on a client of its own: a broker that does not know the request
+    (Tansu) drops the connection, which must not be the backend's admin connection."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+    try:
+        with ERRORS.mapping(f"kafka describe topic {topic!r}"):
+            await admin.start()
+            return _max_message_bytes(await admin.describe_configs([resource]))
+    finally:
+        await admin.close()
+
+
+def _header_size(headers: RecordHeaders) -> int:
+    return sum(len(name) + len(value or b"") + 2 for name, value in headers)
+
+
+def _max_message_bytes(replies: list[Any]) -> int | None:
+    """``max.message.bytes`` from DescribeConfigs replies (any version), if present."""
+    for reply in replies:
+        for resource in getattr(reply, "resources", ()):
+            for entry in resource[4] if len(resource) > 4 else ():
+                if entry[0] == "max.message.bytes" and entry[1] is not None:
+                    return int(entry[1])
+    return None
 
 
 async def open_backend(url: str, options: dict[str, Any]) -> KafkaBackend:

@@ -119,6 +119,10 @@ class KafkaSettings:
         client_id: Client id shown in broker logs.
         idempotent: Idempotent producer (``enable_idempotence``). Default True; Tansu's
             memory storage refuses InitProducerId, so tests against it set False.
+        max_request_size: Largest record (value, headers and framing) the producer sends,
+            in bytes (aiokafka's ``max_request_size``). A publish over it, or over the
+            topic's ``max.message.bytes`` where the broker reports it, raises
+            `PayloadTooLargeError` before anything is sent. Default 1048576.
         linger_ms: How long publishes wait for more publishes to share their record
             batches (0: send at once; concurrent publishes share batches anyway).
     """
@@ -144,6 +148,7 @@ class KafkaSettings:
     client_id: str = "conveyor"
     idempotent: bool = True
     linger_ms: int = 0
+    max_request_size: int = 1_048_576
 
     @classmethod
     def from_url(cls, url: str, options: dict[str, Any] | None = None) -> KafkaSettings:

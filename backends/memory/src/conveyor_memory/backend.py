@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.base import BaseBackend, BaseSession, ConsumerOptions
+from conveyor.base import BaseBackend, BaseSession, ConsumerOptions, check_sizes
 from conveyor.clock import Clock, SystemClock
 from conveyor.codec import decode_json, encode_json
 from conveyor.errors import ConfigurationError, DecodeError, GroupNotFoundError
@@ -46,12 +46,16 @@ class MemorySettings:
             state within the process. Empty: ``"default"``.
         maxlen: Keep at most this many entries per stream (oldest trimmed first, like
             Redis ``MAXLEN``); None keeps everything.
+        max_message_bytes: Largest message (JSON payload and headers, UTF-8) accepted;
+            a larger publish raises `PayloadTooLargeError`. Default 1 MiB, NATS's
+            default ``max_payload``, so tests on memory refuse what it would.
         clock: A `conveyor.clock.Clock` for idle times and timestamps (keyword only;
             tests pass `conveyor.testing.FakeClock`).
     """
 
     name: str = "default"
     maxlen: int | None = None
+    max_message_bytes: int = 1_048_576
     clock: Clock | None = None
 
     @classmethod
@@ -61,6 +65,10 @@ class MemorySettings:
         settings = cls(name=name, **kwargs)
         if settings.maxlen is not None and settings.maxlen < 1:
             raise ConfigurationError(f"memory:// option maxlen={settings.maxlen}: must be >= 1")
+        if settings.max_message_bytes < 1:
+            raise ConfigurationError(
+                f"memory:// option max_message_bytes={settings.max_message_bytes}: must be >= 1"
+            )
         return settings
 
 
@@ -184,6 +192,16 @@ class MemoryBackend(BaseBackend):
         state.entries[seq] = _Entry(seq, payload, self.broker.clock.time(), headers or None)
         return str(seq)
 
+    def _check_sizes(
+        self, stream: str, payloads: list[str], headers: list[dict[str, str]] | None
+    ) -> None:
+        def size(index: int, payload: str) -> int:
+            extra = headers[index] if headers else {}
+            return len(payload.encode()) + sum(len(k) + len(v.encode()) for k, v in extra.items())
+
+        sizes = (size(i, p) for i, p in enumerate(payloads))
+        check_sizes(stream, sizes, self.settings.max_message_bytes, "max_message_bytes")
+
     def _trim(self, state: _Stream) -> None:
         maxlen = self.settings.maxlen
         if maxlen is None or len(state.seqs) <= maxlen:
@@ -208,6 +226,7 @@ class MemoryBackend(BaseBackend):
         self, stream: str, items: list[dict[str, Any]], headers: list[dict[str, str]] | None
     ) -> list[str]:
         payloads = [encode_json(item) for item in items]  # validate all before storing any
+        self._check_sizes(stream, payloads, headers)
         ids = [
             self._append(stream, payload, headers[i] if headers else None)
             for i, payload in enumerate(payloads)
@@ -411,6 +430,7 @@ class MemorySession(BaseSession):
         self, message: Message, *, dead_letter_stream: str, record: dict[str, Any]
     ) -> str:
         payload = encode_json(record)
+        self.backend._check_sizes(dead_letter_stream, [payload], [message.headers])
         _, group = self._state()
         # no await between the write and the ack: atomic for every other task
         dead_id = self.backend._append(dead_letter_stream, payload, message.headers or None)

@@ -34,7 +34,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import api
 
-from conveyor.base import BaseBackend, ConsumerOptions, check_name
+from conveyor.base import BaseBackend, ConsumerOptions, check_name, check_sizes
 from conveyor.codec import encode_json
 from conveyor.errors import BrokerUnavailableError, ConfigConflictError, ConfigurationError
 from conveyor.headers import check_headers, check_headers_list
@@ -50,7 +50,7 @@ from conveyor_nats.errors import (
     STREAM_NAME_IN_USE,
     STREAM_NOT_FOUND,
 )
-from conveyor_nats.messages import peeked
+from conveyor_nats.messages import header_bytes, peeked
 from conveyor_nats.names import escape_name
 from conveyor_nats.pull import Puller
 from conveyor_nats.session import NatsSession
@@ -416,6 +416,10 @@ class NatsBackend(BaseBackend):
         """Encode every payload, then publish them all (headers: checked, one per item,
         or None); sequences in order. A stream deleted meanwhile is recreated once."""
         payloads = [encode_json(item).encode() for item in items]
+        sizes = (
+            len(p) + header_bytes(headers[i] if headers else None) for i, p in enumerate(payloads)
+        )
+        check_sizes(stream, sizes, self._nc.max_payload or None, "the server's max_payload")
         for attempt in (1, 2):
             subject = await self._ensure_stream(stream)
             results = await self._publish_batch(stream, subject, payloads, headers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 
 from nats.aio.msg import Msg
 from nats.js import api
@@ -21,9 +22,17 @@ from conveyor.codec import decode_json
 from conveyor.errors import DecodeError
 from conveyor.message import Message
 
-__all__ = ["parse_header_block", "peeked", "to_message", "user_headers"]
+__all__ = ["header_bytes", "parse_header_block", "peeked", "to_message", "user_headers"]
 
 _RESERVED = "nats-"
+
+
+def header_bytes(headers: Mapping[str, str] | None) -> int:
+    """Bytes a header block takes on the wire (``NATS/1.0`` line, one line per header,
+    the final blank line); they count against the server's ``max_payload``."""
+    if not headers:
+        return 0
+    return 12 + sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())
 
 
 def user_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from conveyor.base import BaseBackend, ConsumerOptions
+from conveyor.base import BaseBackend, ConsumerOptions, check_sizes
 from conveyor.errors import BackendError, BrokerUnavailableError, GroupNotFoundError, WrongTypeError
 from conveyor.message import Message
 from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
@@ -29,6 +29,9 @@ from conveyor_redis.settings import RedisSettings
 __all__ = ["CAPABILITIES", "RedisBackend", "open_backend"]
 
 log = logging.getLogger("conveyor.redis")
+
+#: proto-max-bulk-len where the server will not say (its default).
+_DEFAULT_BULK_LIMIT = 512 * 1024 * 1024
 
 #: Redis: the engine redelivers (``XCLAIM``) and claims (``XAUTOCLAIM``); reads block.
 CAPABILITIES = Capabilities(name="redis", redelivery="engine", claim="engine")
@@ -50,6 +53,7 @@ class RedisBackend(BaseBackend):
         self._pool = make_pool(settings, retries=settings.retries)
         self._reader = make_pool(settings, retries=0)
         self._read_claims: bool | None = None  # server has XREADGROUP ... CLAIM (8.4+)
+        self._max_bulk: int | None = None  # the server's proto-max-bulk-len
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.settings.safe_url!r})"
@@ -101,6 +105,7 @@ class RedisBackend(BaseBackend):
             encoded = [encode_flat(item, fmt) for item in items]
         else:
             encoded = [encode_flat(item, fmt, h) for item, h in zip(items, headers, strict=True)]
+        await self.check_sizes(stream, encoded)
         head = self._xadd_head(stream)
         action = f"XADD on {stream!r}"
         if len(encoded) == 1:
@@ -166,6 +171,30 @@ class RedisBackend(BaseBackend):
             await self._pool.command("XACK", self._key(stream), group, message_id)
 
     # -- shared with the sessions ------------------------------------------------------
+
+    async def check_sizes(self, stream: str, entries: list[list[str]]) -> None:
+        """Refuse an entry over `max_message_bytes` (`PayloadTooLargeError`)."""
+        limit = self.settings.max_message_bytes
+        name = "max_message_bytes"
+        if limit is None:
+            limit, name = await self._bulk_limit(), "the server's proto-max-bulk-len"
+        sizes = (sum(len(part.encode("utf-8", "surrogateescape")) for part in e) for e in entries)
+        check_sizes(stream, sizes, limit, name)
+
+    async def _bulk_limit(self) -> int:
+        """``proto-max-bulk-len``, asked once (512 MiB where CONFIG is not allowed)."""
+        if self._max_bulk is None:
+            try:
+                with ERRORS.mapping("CONFIG GET proto-max-bulk-len"):
+                    reply = await self._pool.command("CONFIG", "GET", "proto-max-bulk-len")
+                values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1:]
+                self._max_bulk = int(values[0])
+            except BrokerUnavailableError:
+                raise
+            except (BackendError, IndexError, ValueError) as exc:
+                log.debug("proto-max-bulk-len unknown (%s): assuming 512 MiB", exc)
+                self._max_bulk = _DEFAULT_BULK_LIMIT
+        return self._max_bulk
 
     async def _server_claims_in_read(self) -> bool:
         """Whether the server has ``XREADGROUP ... CLAIM`` (Redis 8.4+), asked once."""

@@ -190,10 +190,17 @@ def to_messages(
 def _undecodable(
     entry_id: str, stream: str, flat: list[str], count: int, at: float, exc: DecodeError
 ) -> Message:
-    """The message of an entry that cannot be decoded: `raw` holds its fields; headers
-    that decode are kept (the dead letter carries them)."""
-    it = iter(flat)
-    message = Message(entry_id, stream, {}, count, at, str(exc), dict(zip(it, it, strict=False)))
+    """The message of an entry that cannot be decoded: `raw` holds the payload field's
+    bytes when the payload is one field, else all its fields; headers that decode are kept
+    (the dead letter carries them)."""
+    body = flat[2:] if flat[0] == HEADERS_FIELD else flat
+    raw: object
+    if len(body) == 2 and body[0] == PAYLOAD_FIELD:
+        raw = body[1].encode("utf-8", "surrogateescape")  # replies decode with surrogateescape
+    else:
+        it = iter(flat)
+        raw = dict(zip(it, it, strict=False))
+    message = Message(entry_id, stream, {}, count, at, str(exc), raw)
     if flat[0] == HEADERS_FIELD:
         try:
             message.headers = decode_headers(flat[1])

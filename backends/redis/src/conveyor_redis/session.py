@@ -290,6 +290,7 @@ class RedisSession(BaseSession):
         self._check_open()
         settings = self.backend.settings
         fields = encode_flat(record, settings.payload_format, message.headers or None)
+        await self.backend.check_sizes(dead_letter_stream, [fields])
         key, dead_key = self._key, settings.key(dead_letter_stream)
         action = f"dead letter of {message.id} from {self.stream!r} to {dead_letter_stream!r}"
         if settings.cluster and key_slot(key.encode()) != key_slot(dead_key.encode()):

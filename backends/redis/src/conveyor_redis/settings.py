@@ -56,6 +56,10 @@ class RedisSettings:
             consumers that read through one backend at once, or their blocking reads
             queue behind each other.
         client_name: ``CLIENT SETNAME`` for the connections (default ``conveyor``).
+        max_message_bytes: Largest entry (all its fields, headers included) a publish
+            may write; a larger one raises `PayloadTooLargeError` before anything is
+            sent. None (default): the server's ``proto-max-bulk-len`` (asked once;
+            512 MiB where ``CONFIG GET`` is not allowed).
         payload_format: ``fields`` (default): one Redis field per payload key, non-string
             values as ``json:``-prefixed JSON (the old module's codec; its readers read
             these entries). ``json``: the whole payload as JSON in one ``conveyor.payload``
@@ -85,6 +89,7 @@ class RedisSettings:
     max_connections: int = 100
     client_name: str | None = "conveyor"
     payload_format: Literal["fields", "json"] = "fields"
+    max_message_bytes: int | None = None
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
@@ -123,6 +128,10 @@ class RedisSettings:
         if self.retries < 0:
             raise ConfigurationError(
                 f"{self.scheme}:// option retries={self.retries}: must be >= 0"
+            )
+        if self.max_message_bytes is not None and self.max_message_bytes < 1:
+            raise ConfigurationError(
+                f"{self.scheme}:// option max_message_bytes={self.max_message_bytes}: must be >= 1"
             )
         if self.max_connections < 2:
             raise ConfigurationError(
