@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # uv from PATH, else bootstrapped with pip into .tools/ (kept out of .venv, which uv manages)
 UV     := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help setup demo test lint typecheck fmt bench docs clean
+.PHONY: help setup demo test test-matrix lint typecheck fmt bench docs clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,9 @@ test: setup  ## the whole suite: core and every backend (CI=true: unreachable br
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; \
 	exit $$rc
 
+test-matrix: $(UV)  ## core, memory and Redis suites on Python 3.10, 3.12 and 3.13 (.ci/matrix)
+	bash .ci/matrix
+
 lint: setup  ## ruff + mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,4 +48,4 @@ docs: setup  ## build the docs site strictly
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) .tools site .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-3.* .tools site .mypy_cache .ruff_cache .pytest_cache

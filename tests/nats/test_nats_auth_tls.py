@@ -11,6 +11,8 @@ from urllib.parse import quote
 import pytest
 
 from conveyor.errors import BrokerUnavailableError, ConfigurationError
+from conveyor.testing.certs import make_certificates
+from conveyor.testing.servers import unavailable
 from conveyor_nats import NatsBackend, open_backend
 
 StartNats = Callable[..., Any]  # the start_nats fixture of conftest.py
@@ -48,69 +50,12 @@ async def test_token_from_the_url(start_nats: StartNats) -> None:
     assert "other-token" not in str(info.value)
 
 
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 (openssl)."""
-    ca_key, ca, key, csr, cert = (
-        directory / n for n in ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem")
-    )
-    ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(ca_key),
-        "-out",
-        str(ca),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=conveyor-test-ca",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca),
-        "-CAkey",
-        str(ca_key),
-        "-CAcreateserial",
-        "-out",
-        str(cert),
-        "-days",
-        "1",
-        "-extfile",
-        str(ext),
-    )
-    return ca, cert, key
-
-
 async def test_tls_url_with_a_private_ca(start_nats: StartNats, tmp_path: Path) -> None:
     try:
-        ca, cert, key = _certificates(tmp_path)
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("openssl could not make test certificates")
+        certs = make_certificates(tmp_path)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        unavailable(f"openssl could not make test certificates: {exc}")
+    ca, cert, key = certs.ca, certs.cert, certs.key
     server = start_nats("--tls", "--tlscert", str(cert), "--tlskey", str(key), scheme="tls")
     assert server.url.startswith("tls://")
     await _round_trip(await open_backend(server.url, {"tls_ca": str(ca)}))

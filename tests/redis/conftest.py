@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 import conveyor
 from conveyor.options import split_options
 from conveyor.protocol import StreamBackend
+from conveyor.testing.certs import make_certificates
 from conveyor.testing.conformance import RestartableBroker
 from conveyor.testing.servers import unavailable
 from conveyor_redis import RedisBackend, open_backend
@@ -243,10 +244,6 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableBroker]:
         server.stop()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def tls_server() -> Iterator[tuple[int, Path, str]]:
     """A redis-server with only a TLS port and ``requirepass``; yields (port, CA file,
@@ -255,21 +252,13 @@ def tls_server() -> Iterator[tuple[int, Path, str]]:
         unavailable("openssl is not installed: cannot make certificates for a TLS Redis")
     workdir = Path(tempfile.mkdtemp(prefix="conveyor-tls-"))
     try:
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                 "-subj", "/CN=conveyor-test-ca", "-keyout", "ca.key", "-out", "ca.pem",
-                 cwd=workdir)  # fmt: skip
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-                 "-keyout", "server.key", "-out", "server.csr", cwd=workdir)  # fmt: skip
-        (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "1", "-extfile", "san.ext",
-                 "-out", "server.pem", cwd=workdir)  # fmt: skip
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        certs = make_certificates(workdir)
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         unavailable(f"cannot make test certificates with openssl: {exc}")
-    args = ["--tls-cert-file", str(workdir / "server.pem")]
-    args += ["--tls-key-file", str(workdir / "server.key")]
-    args += ["--tls-ca-cert-file", str(workdir / "ca.pem"), "--tls-auth-clients", "no"]
+    args = ["--tls-cert-file", str(certs.cert)]
+    args += ["--tls-key-file", str(certs.key)]
+    args += ["--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "no"]
     args += ["--requirepass", TLS_PASSWORD, "--save", "", "--appendonly", "no"]
     server = LocalRedis(workdir, free_port(), args, tls=True)
     try:
@@ -277,7 +266,7 @@ def tls_server() -> Iterator[tuple[int, Path, str]]:
             server.start(timeout=10)
         except RuntimeError:
             unavailable("this redis-server did not start with TLS")
-        yield server.port, workdir / "ca.pem", TLS_PASSWORD
+        yield server.port, certs.ca, TLS_PASSWORD
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
