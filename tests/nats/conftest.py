@@ -8,13 +8,6 @@ server (127.0.0.1:4222 or ``CONVEYOR_TEST_NATS_URL``) is never stopped or restar
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,7 +17,8 @@ import pytest
 import pytest_asyncio
 
 import nats
-from conveyor.testing.servers import port_open, unavailable
+from conveyor.testing.processes import LocalNats, free_port, nats_server
+from conveyor.testing.servers import unavailable
 from conveyor_nats import NatsBackend, open_backend
 
 OpenNats = Callable[..., Awaitable[NatsBackend]]
@@ -78,75 +72,39 @@ async def open_nats(
 OUTAGE_OPTIONS = {"reconnect_wait": "0.2", "request_timeout": "1", "group_check_interval": "1"}
 
 
-class LocalNats:
-    """A nats-server process a test owns: started, and killed by its PID only."""
-
-    def __init__(self, args: list[str], port: int, scheme: str = "nats") -> None:
-        self.args = args
-        self.port = port
-        self.url = f"{scheme}://127.0.0.1:{port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the server (again, same store and port) and wait until it listens."""
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port, timeout=0.2):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"nats-server did not start: {self.args}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL our process, if it runs."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.process = None
-
-    async def restart(self) -> None:
-        """Kill the server and start it again on the same port and store; returns once it
-        accepts connections (the event loop runs meanwhile)."""
-        await asyncio.to_thread(self.kill)
-        await asyncio.to_thread(self.start)
+class NatsServer(LocalNats):
+    """A private `LocalNats` with a backend opener tuned to notice outages quickly."""
 
     async def open_backend(self, **options: str) -> NatsBackend:
         """A backend on this server that notices an outage quickly (`OUTAGE_OPTIONS`)."""
         return await open_backend(self.url, {**OUTAGE_OPTIONS, **options})
 
 
-StartNats = Callable[..., LocalNats]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+StartNats = Callable[..., NatsServer]
 
 
 @pytest.fixture
 def start_nats(tmp_path: Path) -> Iterator[StartNats]:
     """Start private ``nats-server -js`` processes on free ports with temporary stores.
 
-    ``start_nats(*extra_args, scheme="nats")`` returns a started `LocalNats`; every one is
+    ``start_nats(*extra_args, scheme="nats")`` returns a started `NatsServer`; every one is
     killed (by PID) at teardown.
     """
-    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    if not os.path.exists(binary):
+    try:
+        binary = nats_server()
+    except FileNotFoundError:
         unavailable("no nats-server binary to start a private server with")
-    started: list[LocalNats] = []
+    started: list[NatsServer] = []
 
-    def start(*extra: str, scheme: str = "nats") -> LocalNats:
-        port = _free_port()
-        store = tmp_path / f"jetstream-{port}"
-        args = [binary, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port), *extra]
-        server = LocalNats(args, port, scheme)
+    def start(*extra: str, scheme: str = "nats") -> NatsServer:
+        port = free_port()
+        server = NatsServer(
+            tmp_path / f"jetstream-{port}", port, extra, scheme=scheme, binary=binary
+        )
         started.append(server)
         server.start()
         return server
 
     yield start
     for server in started:
-        server.kill()
+        server.stop(kill=True)

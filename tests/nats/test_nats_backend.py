@@ -121,7 +121,7 @@ async def test_a_read_on_a_lost_connection_returns_at_once(start_nats: StartNats
         reading = asyncio.ensure_future(session.read(count=1, block=30.0))
         await asyncio.sleep(0.2)
         started = time.monotonic()
-        await asyncio.to_thread(server.kill)
+        await asyncio.to_thread(server.stop, kill=True)
         with pytest.raises(BrokerUnavailableError, match="not connected"):
             await asyncio.wait_for(reading, 10)
         assert time.monotonic() - started < 5

@@ -40,4 +40,4 @@ class TestNatsConformance(BackendConformance):
         """A private ``nats-server -js`` (free port, temporary store), killed by its PID and
         started again on the same port and store."""
         server = start_nats()
-        return RestartableBroker(open_backend=server.open_backend, restart=server.restart)
+        return RestartableBroker(open_backend=server.open_backend, restart=server.arestart)

@@ -69,7 +69,7 @@ async def test_server_restart_under_load_loses_nothing(
     tasks = [asyncio.ensure_future(produce()), asyncio.ensure_future(consume())]
     try:
         await asyncio.wait_for(a_third_sent.wait(), timeout=20)
-        local_nats.kill()
+        local_nats.stop(kill=True)
         killed_at = len(published)
         await asyncio.sleep(1.0)
         await asyncio.to_thread(local_nats.start)  # the loop keeps running meanwhile

