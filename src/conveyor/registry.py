@@ -31,6 +31,8 @@ KNOWN_SCHEMES: Mapping[str, str] = {
     "rediss": "conveyor-redis",
     "redis+cluster": "conveyor-redis",
     "rediss+cluster": "conveyor-redis",
+    "redis+sentinel": "conveyor-redis",
+    "rediss+sentinel": "conveyor-redis",
     "nats": "conveyor-nats",
     "tls": "conveyor-nats",
     "kafka": "conveyor-kafka",

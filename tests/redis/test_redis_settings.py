@@ -62,7 +62,9 @@ def test_unknown_option_lists_valid_ones() -> None:
     assert "maxlenn" in message
     for name in ("maxlen", "key_prefix", "max_block", "socket_timeout"):
         assert name in message
-    assert "password" not in message  # URL parts are not options
+    listed = message.rsplit(":", 1)[1].replace(" ", "").split(",")
+    assert "password" not in listed  # URL parts are not options
+    assert "service_name" not in listed
 
 
 @pytest.mark.parametrize(

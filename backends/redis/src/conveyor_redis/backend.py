@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from conveyor.base import BaseBackend, ConsumerOptions, check_sizes
@@ -108,14 +110,35 @@ class RedisBackend(BaseBackend):
         await self.check_sizes(stream, encoded)
         head = self._xadd_head(stream)
         action = f"XADD on {stream!r}"
-        if len(encoded) == 1:
+        waits = self.settings.wait_replicas
+        if len(encoded) == 1 and not waits:
             with ERRORS.mapping(action):
                 entry_id: str = await self._pool.command(*head, *encoded[0])
             return [entry_id]
         pipe = self._pool.pipeline()
         for fields in encoded:
             pipe.execute_command(*head, *fields)
-        return await self._pool.run(pipe, action)
+        if waits:
+            self.add_wait(pipe)
+        replies = await self._pool.run(pipe, action)
+        if waits:
+            self.check_wait(replies.pop(), action)
+        return replies
+
+    def add_wait(self, pipe: Pipeline | ClusterPipeline) -> None:
+        """Append ``WAIT`` for `wait_replicas` to `pipe` (same connection as its writes)."""
+        timeout_ms = max(1, int(self.settings.wait_timeout * 1000))
+        pipe.execute_command("WAIT", self.settings.wait_replicas, timeout_ms)
+
+    def check_wait(self, confirmed: Any, action: str) -> None:
+        """Raise when fewer replicas than `wait_replicas` confirmed the writes."""
+        wanted = self.settings.wait_replicas
+        if int(confirmed) < wanted:
+            raise BrokerUnavailableError(
+                f"{action}: {confirmed} of {wanted} replica(s) confirmed the write within"
+                f" {self.settings.wait_timeout}s; it is on the primary only and a failover"
+                " could lose it (publishing again may store it twice)"
+            )
 
     async def _group_info(self, stream: str, group: str) -> GroupInfo:
         """Pending count, lag (Redis 7+; None where the server cannot tell), length and

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from conveyor_redis.errors import ERRORS
@@ -96,11 +97,12 @@ class Pool:
             connections, per node on a cluster).
     """
 
-    __slots__ = ("_gate", "client")
+    __slots__ = ("_gate", "_helpers", "client")
 
-    def __init__(self, client: Client, size: int) -> None:
+    def __init__(self, client: Client, size: int, helpers: tuple[Redis, ...] = ()) -> None:
         self.client = client
         self._gate = Gate(size)
+        self._helpers = helpers  # clients the pool's client relies on (Sentinels)
 
     async def command(self, *args: Any) -> Any:
         """Run one command; its reply. Client errors are raised as they are: callers map
@@ -154,8 +156,12 @@ class Pool:
             gate.leave()
 
     async def aclose(self) -> None:
-        """Close the client and its connections."""
-        await self.client.aclose()
+        """Close the client and its connections (and the Sentinel clients)."""
+        try:
+            await self.client.aclose()
+        finally:
+            for helper in self._helpers:
+                await helper.aclose()
 
 
 def make_pool(settings: RedisSettings, *, retries: int) -> Pool:
@@ -189,6 +195,7 @@ def make_pool(settings: RedisSettings, *, retries: int) -> Pool:
         if settings.ssl_check_hostname is not None:
             tls["ssl_check_hostname"] = settings.ssl_check_hostname
     client: Client
+    helpers: tuple[Redis, ...] = ()
     size = settings.max_connections
     if settings.cluster:
         nodes = [ClusterNode(host, port) for host, port in settings.hosts]
@@ -197,6 +204,21 @@ def make_pool(settings: RedisSettings, *, retries: int) -> Pool:
         client = RedisCluster(
             startup_nodes=nodes, max_connections=2 * size, ssl=settings.tls, **common, **tls
         )
+    elif settings.sentinel:
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            list(settings.hosts),
+            sentinel_kwargs={
+                "username": settings.sentinel_username,
+                "password": settings.sentinel_password,
+                "socket_timeout": settings.socket_timeout,
+                "socket_connect_timeout": settings.socket_connect_timeout,
+            },
+        )
+        client = sentinels.master_for(
+            settings.service_name or "", redis_class=Redis, db=settings.db,
+            max_connections=size, ssl=settings.tls, **common, **tls,
+        )  # fmt: skip
+        helpers = tuple(sentinels.sentinels)
     else:
         host, port = settings.hosts[0]
         client = Redis(
@@ -207,7 +229,7 @@ def make_pool(settings: RedisSettings, *, retries: int) -> Pool:
         client.set_response_callback(command, _raw)
     # No deadline for the wait: each call holding a connection ends within socket_timeout
     # (times the retries), so the queue always moves.
-    return Pool(client, size)
+    return Pool(client, size, helpers)
 
 
 def server_version(info: dict[str, Any]) -> tuple[int, ...]:

@@ -301,5 +301,9 @@ class RedisSession(BaseSession):
         pipe = self._pool.pipeline(transaction=True)
         pipe.execute_command("XADD", dead_key, "*", *fields)
         pipe.execute_command("XACK", key, self.group, message.id)
+        if settings.wait_replicas:
+            self.backend.add_wait(pipe)
         results = await self._pool.run(pipe, action)
+        if settings.wait_replicas:
+            self.backend.check_wait(results[-1], action)
         return str(results[0])

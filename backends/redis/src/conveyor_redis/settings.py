@@ -13,9 +13,16 @@ from conveyor.options import parse_url_options
 __all__ = ["SCHEMES", "RedisSettings"]
 
 #: URL schemes this backend opens.
-SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+SCHEMES = (
+    "redis",
+    "rediss",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
 
-_URL_PARTS = ("scheme", "hosts", "db", "username", "password")
+_URL_PARTS = ("scheme", "hosts", "db", "username", "password", "service_name")
 
 
 @dataclass(frozen=True)
@@ -25,10 +32,14 @@ class RedisSettings:
     ``rediss://`` connects with TLS. ``redis+cluster://host:port,host:port`` (and
     ``rediss+cluster://``) opens a Redis Cluster client seeded with those nodes; there the
     database must be 0 and stream keys get a hash tag (see the README).
+    ``redis+sentinel://host:26379,host2:26379/service_name[/db]`` (and
+    ``rediss+sentinel://``) asks those Sentinels for the primary of `service_name` and
+    follows it through failovers.
 
     URL parts (not options): `scheme`, `hosts` (``(host, port)`` pairs, default
-    ``localhost:6379``), `db` (the path, default 0), `username` and `password` (never shown
-    in reprs, logs or errors).
+    ``localhost:6379``, Sentinels' default port 26379), `db` (the path, default 0),
+    `service_name` (Sentinel URLs), `username` and `password` (never shown in reprs, logs
+    or errors).
 
     Query options:
         key_prefix: Prepended to every stream name to form the Redis key, so that several
@@ -56,6 +67,15 @@ class RedisSettings:
             consumers that read through one backend at once, or their blocking reads
             queue behind each other.
         client_name: ``CLIENT SETNAME`` for the connections (default ``conveyor``).
+        sentinel_username: User for the Sentinels themselves (Sentinel URLs; the URL's
+            user part authenticates to the Redis servers).
+        sentinel_password: Password for the Sentinels (never shown).
+        wait_replicas: After each publish (and dead letter), ``WAIT`` until this many
+            replicas confirmed the write, at most `wait_timeout` seconds; fewer raises
+            `BrokerUnavailableError` (the entry is on the primary: a retry may duplicate
+            it). 0 (default): do not wait. With Sentinel failover, 1 keeps a confirmed
+            publish from being lost when the primary dies before replicating it.
+        wait_timeout: Seconds `wait_replicas` waits (default 1.0).
         max_message_bytes: Largest entry (all its fields, headers included) a publish
             may write; a larger one raises `PayloadTooLargeError` before anything is
             sent. None (default): the server's ``proto-max-bulk-len`` (asked once;
@@ -78,6 +98,7 @@ class RedisSettings:
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    service_name: str | None = None
 
     key_prefix: str = ""
     maxlen: int | None = None
@@ -90,6 +111,10 @@ class RedisSettings:
     client_name: str | None = "conveyor"
     payload_format: Literal["fields", "json"] = "fields"
     max_message_bytes: int | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
@@ -129,6 +154,16 @@ class RedisSettings:
             raise ConfigurationError(
                 f"{self.scheme}:// option retries={self.retries}: must be >= 0"
             )
+        if self.sentinel and not self.service_name:
+            raise ConfigurationError(f"{self.scheme}:// needs a service name")
+        if self.wait_replicas < 0:
+            raise ConfigurationError(
+                f"{self.scheme}:// option wait_replicas={self.wait_replicas}: must be >= 0"
+            )
+        if not self.wait_timeout > 0:
+            raise ConfigurationError(
+                f"{self.scheme}:// option wait_timeout={self.wait_timeout}: must be > 0"
+            )
         if self.max_message_bytes is not None and self.max_message_bytes < 1:
             raise ConfigurationError(
                 f"{self.scheme}:// option max_message_bytes={self.max_message_bytes}: must be >= 1"
@@ -147,6 +182,11 @@ class RedisSettings:
         return self.scheme.endswith("+cluster")
 
     @property
+    def sentinel(self) -> bool:
+        """True for ``redis+sentinel://`` and ``rediss+sentinel://``."""
+        return self.scheme.endswith("+sentinel")
+
+    @property
     def tls(self) -> bool:
         """True for ``rediss://`` and ``rediss+cluster://``."""
         return self.scheme.startswith("rediss")
@@ -158,7 +198,8 @@ class RedisSettings:
         if self.username or self.password:
             auth = (self.username or "") + (":***" if self.password else "") + "@"
         hosts = ",".join(f"{host}:{port}" for host, port in self.hosts)
-        return f"{self.scheme}://{auth}{hosts}/{self.db}"
+        service = f"{self.service_name}/" if self.sentinel else ""
+        return f"{self.scheme}://{auth}{hosts}/{service}{self.db}"
 
     def key(self, stream: str) -> str:
         """The Redis key of conveyor stream `stream`.
@@ -202,7 +243,19 @@ class RedisSettings:
             user, colon, secret = userinfo.partition(":")
             username = unquote(user) or None
             password = unquote(secret) if colon else None
-        hosts = tuple(_host_port(scheme, item) for item in hostlist.split(",") if item)
+        default_port = 26379 if scheme.endswith("+sentinel") else 6379
+        hosts = tuple(
+            _host_port(scheme, item, default_port) for item in hostlist.split(",") if item
+        )
+        service_name = None
+        if scheme.endswith("+sentinel"):
+            service, _, path = path.strip("/").partition("/")
+            service_name = unquote(service)
+            if not service_name:
+                raise ConfigurationError(
+                    f"{scheme}:// URL names no service: expected"
+                    f" {scheme}://host:26379[,host:port...]/service_name[/db]"
+                )
         db_text = unquote(path.strip("/"))
         try:
             db = int(db_text) if db_text else 0
@@ -212,15 +265,16 @@ class RedisSettings:
             ) from None
         return cls(
             scheme=scheme,
-            hosts=hosts or (("localhost", 6379),),
+            hosts=hosts or (("localhost", default_port),),
             db=db,
             username=username,
             password=password,
+            service_name=service_name,
             **kwargs,
         )
 
 
-def _host_port(scheme: str, item: str) -> tuple[str, int]:
+def _host_port(scheme: str, item: str, default_port: int = 6379) -> tuple[str, int]:
     parts = urlsplit(f"//{item}")
     try:
         port = parts.port
@@ -229,4 +283,4 @@ def _host_port(scheme: str, item: str) -> tuple[str, int]:
     host = parts.hostname
     if not host:
         raise ConfigurationError(f"{scheme}:// URL has an empty host in {item!r}")
-    return host, port or 6379
+    return host, port or default_port
