@@ -20,7 +20,7 @@ $(BIN)/conveyor: $(UV) pyproject.toml uv.lock backends/*/pyproject.toml
 
 setup: $(BIN)/conveyor  ## create .venv and install the whole workspace
 
-demo: setup  ## run the main job on memory:// (URL=... for another broker)
+demo: setup  ## run the main job on memory:// (URL=sqlite:///demo.db, or a server URL)
 	$(BIN)/conveyor demo --url $${URL:-memory://demo}
 
 test: setup  ## the whole suite: core and every backend (CI=true: unreachable brokers fail)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.common import BATCH, BenchResult, Tally, result
 
 from conveyor import StreamProcessor
+from conveyor.base import BaseBackend
 from conveyor.bench import preload
+from conveyor.middleware import Middleware
 from conveyor.protocol import StreamBackend
 
 __all__ = ["backend_loop", "consume", "settled"]
@@ -44,9 +47,21 @@ async def consume(
     concurrency: int = 1,
     io_seconds: float = 0.0,
     name: str = "",
+    middleware: Sequence[Middleware] = (),
 ) -> BenchResult:
-    """Preload `n` payloads, drain them with a `StreamProcessor`; stop() flushes the acks."""
-    await preload(backend, stream, n)
+    """Preload `n` payloads, drain them with a `StreamProcessor`; stop() flushes the acks.
+
+    `middleware` run around the handler, and around the preload's publishes (a
+    `BaseBackend`'s), as an app would have them on both sides."""
+    if isinstance(backend, BaseBackend):
+        for item in middleware:
+            backend.add_middleware(item)
+    try:
+        await preload(backend, stream, n)
+    finally:
+        if isinstance(backend, BaseBackend):
+            for item in middleware:
+                backend.remove_middleware(item)
     tally = Tally(n)
 
     if io_seconds:
@@ -68,6 +83,7 @@ async def consume(
         batch_count=BATCH,
         concurrency=concurrency,
         claim_idle=300.0,
+        middleware=middleware,
     )
     processor.set_callback(handler)
     async with processor:

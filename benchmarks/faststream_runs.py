@@ -4,14 +4,17 @@ its batch handler, on each broker (installed only as a benchmark dependency).
 Each backlog is written in FastStream's own wire format (Redis: its binary envelope in
 ``__data__``; NATS and Kafka: JSON with a ``content-type`` header) by a raw pipelined
 producer, outside the clock. FastStream's per-message logging is turned off
-(``logger=None``): conveyor logs nothing per message either. Checked afterwards: N handled,
-nothing pending or uncommitted.
+(``logger=None``): conveyor logs nothing per message either. `middlewares` go to the
+broker (its Prometheus or OpenTelemetry middleware: `benchmarks.observed`), `headers`
+into every backlog message. Checked afterwards: N handled, nothing pending or
+uncommitted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -40,7 +43,16 @@ def _name(batch: bool) -> str:
     return "FastStream batch handler" if batch else "FastStream per-message handler"
 
 
-async def consume_redis(url: str, key: str, n: int, *, batch: bool) -> BenchResult:
+async def consume_redis(
+    url: str,
+    key: str,
+    n: int,
+    *,
+    batch: bool,
+    middlewares: Sequence[Any] = (),
+    headers: dict[str, str] | None = None,
+    row: str = "",
+) -> BenchResult:
     """A consumer-group stream subscriber (``max_records=100``) over an `n`-entry backlog."""
     client = Redis.from_url(url)
     try:
@@ -50,14 +62,14 @@ async def consume_redis(url: str, key: str, n: int, *, batch: bool) -> BenchResu
                 envelope = await BinaryMessageFormatV1.encode(
                     message=make_payload(index),
                     reply_to=None,
-                    headers=None,
+                    headers=headers,
                     correlation_id=uuid.uuid4().hex,
                 )
                 pipe.xadd(key, {"__data__": envelope})
             await pipe.execute()
         # FastStream creates a new group at "$" (new entries only): create it at the start
         await client.xgroup_create(key, "fs", id="0")
-        broker = RedisBroker(url, **_QUIET)
+        broker = RedisBroker(url, middlewares=middlewares, **_QUIET)
         tally = Tally(n)
 
         async def handle_batch(messages: list[dict[str, Any]]) -> None:
@@ -81,25 +93,35 @@ async def consume_redis(url: str, key: str, n: int, *, batch: bool) -> BenchResu
             seconds = tally.elapsed()
         finally:
             await broker.stop()
-        return result(_name(batch), "redis", tally, seconds, ok)
+        return result(row or _name(batch), "redis", tally, seconds, ok)
     finally:
         await client.aclose()
 
 
-async def consume_nats(url: str, name: str, subject: str, n: int, *, batch: bool) -> BenchResult:
+async def consume_nats(
+    url: str,
+    name: str,
+    subject: str,
+    n: int,
+    *,
+    batch: bool,
+    middlewares: Sequence[Any] = (),
+    headers: dict[str, str] | None = None,
+    row: str = "",
+) -> BenchResult:
     """A durable pull subscriber (``batch_size=100``) over an `n`-message stream."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     try:
         await create_stream(js, name, subject)
-        headers = {"content-type": _JSON_HEADER}
+        sent = {"content-type": _JSON_HEADER, **(headers or {})}
         for first in range(0, n, 500):
             futures = [
-                await js.publish_async(subject, body(index), headers=headers)
+                await js.publish_async(subject, body(index), headers=sent)
                 for index in range(first, min(n, first + 500))
             ]
             await asyncio.gather(*futures)
-        broker = NatsBroker(url, **_QUIET)
+        broker = NatsBroker(url, middlewares=middlewares, **_QUIET)
         tally = Tally(n)
         stream = JStream(name, declare=False)
 
@@ -121,20 +143,30 @@ async def consume_nats(url: str, name: str, subject: str, n: int, *, batch: bool
             seconds = tally.elapsed()
         finally:
             await broker.stop()
-        return result(_name(batch), "nats", tally, seconds, ok)
+        return result(row or _name(batch), "nats", tally, seconds, ok)
     finally:
         await nc.close()
 
 
-async def consume_kafka(settings: KafkaSettings, topic: str, n: int, *, batch: bool) -> BenchResult:
+async def consume_kafka(
+    settings: KafkaSettings,
+    topic: str,
+    n: int,
+    *,
+    batch: bool,
+    middlewares: Sequence[Any] = (),
+    headers: dict[str, str] | None = None,
+    row: str = "",
+) -> BenchResult:
     """A group subscriber (``max_records=100``, ack after the handler) over `n` records."""
     producer = AIOKafkaProducer(enable_idempotence=settings.idempotent, **settings.client_kwargs())
     await producer.start()
     try:
-        headers = [("content-type", _JSON_HEADER.encode())]
+        sent = [("content-type", _JSON_HEADER.encode())]
+        sent += [(k, v.encode()) for k, v in (headers or {}).items()]
         for first in range(0, n, 500):
             for index in range(first, min(n, first + 500)):
-                await producer.send(topic, body(index), headers=headers)
+                await producer.send(topic, body(index), headers=sent)
             await producer.flush()
     finally:
         await producer.stop()
@@ -147,7 +179,9 @@ async def consume_kafka(settings: KafkaSettings, topic: str, n: int, *, batch: b
         offsets = [await probe.committed(tp) or 0 for tp in partitions]
         return sum(offsets) == n
 
-    broker = KafkaBroker(settings.client_kwargs()["bootstrap_servers"], **_QUIET)
+    broker = KafkaBroker(
+        settings.client_kwargs()["bootstrap_servers"], middlewares=middlewares, **_QUIET
+    )
     session = settings.session_timeout_for(None)
     options: dict[str, Any] = {
         "group_id": group,
@@ -179,4 +213,4 @@ async def consume_kafka(settings: KafkaSettings, topic: str, n: int, *, batch: b
     finally:
         await broker.stop()
         await probe.stop()
-    return result(_name(batch), "kafka", tally, seconds, ok)
+    return result(row or _name(batch), "kafka", tally, seconds, ok)

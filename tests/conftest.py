@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,7 +97,7 @@ class EngineEnv:
     """One backend for an engine test, with what the test needs to drive it.
 
     Attributes:
-        kind: ``memory``, ``redis``, ``nats`` or ``kafka``.
+        kind: ``memory``, ``redis``, ``nats``, ``kafka`` or ``sqlite``.
         backend: Opened for this test (closed after it).
         clock: The processors' clock; on memory it is also the broker's clock.
         stream: A fresh stream name.
@@ -137,7 +139,7 @@ class EngineEnv:
         return StreamProcessor(self.backend, self.stream, "billing", consumer, **options)
 
 
-ENGINE_BACKENDS = ["memory", "redis", "nats", "kafka"]
+ENGINE_BACKENDS = ["memory", "redis", "nats", "kafka", "sqlite"]
 
 
 @pytest_asyncio.fixture(params=ENGINE_BACKENDS)
@@ -153,6 +155,8 @@ async def engine(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncItera
         env = await _redis_env(request.getfixturevalue("redis_url"), tag, clock, cleanup)
     elif kind == "nats":
         env = await _nats_env(request.getfixturevalue("nats_url"), tag, clock, cleanup)
+    elif kind == "sqlite":
+        env = await _sqlite_env(request.getfixturevalue("tmp_path"), clock)
     else:
         env = await _kafka_env(request.getfixturevalue("kafka_url"), tag, clock)
     env.opened.append(env.backend)
@@ -298,3 +302,37 @@ async def _kafka_env(url: str, tag: str, clock: FakeClock) -> EngineEnv:
         publish_raw=publish_raw,
         delete_stream=None,  # Tansu mishandles a topic deleted and recreated under readers
     )
+
+
+async def _sqlite_env(directory: Path, clock: FakeClock) -> EngineEnv:
+    from conveyor_sqlite import SqliteBackend
+    from conveyor_sqlite.testing import delete_stream, publish_raw
+
+    backend = await conveyor.connect(f"sqlite:///{directory / 'engine.db'}")
+    assert isinstance(backend, SqliteBackend)
+
+    async def write_raw(stream: str, payload: bytes) -> None:
+        # another connection to the file, as a foreign producer would write
+        await asyncio.to_thread(publish_raw, backend.file, stream, payload)
+
+    async def drop_stream(stream: str) -> None:
+        await asyncio.to_thread(delete_stream, backend.file, stream)
+
+    return EngineEnv(
+        "sqlite",
+        backend,
+        clock,
+        "orders",
+        Features(),
+        claim_idle=1.0,
+        publish_raw=write_raw,
+        delete_stream=drop_stream,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage after every test, so that a connection a test leaked is reported
+    (as an unraisable ResourceWarning) against that test, not at the end of the session."""
+    yield
+    gc.collect()

@@ -13,8 +13,10 @@ async with conveyor.connect("memory://") as backend:
 """
 
 from conveyor.app import App
+from conveyor.dlq import DeadLetters
 from conveyor.errors import ConveyorError
 from conveyor.message import Message
+from conveyor.middleware import Middleware
 from conveyor.processor import ProcessorOptions, StreamProcessor
 from conveyor.producer import Producer
 from conveyor.protocol import (
@@ -37,8 +39,10 @@ __all__ = [
     "ConsumerInfo",
     "ConsumerSession",
     "ConveyorError",
+    "DeadLetters",
     "GroupInfo",
     "Message",
+    "Middleware",
     "ProcessorOptions",
     "ProcessorStats",
     "Producer",

@@ -8,17 +8,23 @@ async def handle(payload: dict) -> None: ...
 
 # conveyor run billing:app --url redis://localhost:6379/0
 ```
+
+Middleware (`conveyor.middleware`) given to the app run around every handler, outside
+each handler's own; while the app runs on a backend, their `publish` also wraps the
+publishes through that backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from conveyor.base import BaseBackend
 from conveyor.handlers import bind_handler
+from conveyor.middleware import Middleware, check_middleware
 from conveyor.naming import default_consumer_name
 from conveyor.processor import ProcessorOptions, StreamProcessor
 from conveyor.protocol import StreamBackend
@@ -47,13 +53,19 @@ class App:
 
     Args:
         name: Application name; the default group and part of default consumer names.
+        middleware: Run around every handler (outermost first), outside the handlers'
+            own middleware; see `conveyor.middleware`.
+
+    Raises:
+        TypeError: a middleware is not a `conveyor.Middleware`.
     """
 
-    def __init__(self, name: str = "conveyor") -> None:
+    def __init__(self, name: str = "conveyor", *, middleware: Iterable[Middleware] = ()) -> None:
         if not name:
             raise ValueError("App name must be a non-empty str")
         self.name = name
         self._specs: list[HandlerSpec] = []
+        self._middleware = check_middleware(middleware)
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.name!r} handlers={len(self._specs)}>"
@@ -62,6 +74,20 @@ class App:
     def handlers(self) -> tuple[HandlerSpec, ...]:
         """The registered handlers, in registration order."""
         return tuple(self._specs)
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The app's middleware, outermost first."""
+        return self._middleware
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Add `middleware` inside those already added (it runs after them, closer to
+        the handlers); processors built from then on use it.
+
+        Raises:
+            TypeError: `middleware` is not a `conveyor.Middleware`.
+        """
+        self._middleware = (*self._middleware, *check_middleware([middleware]))
 
     def add_handler(
         self,
@@ -114,8 +140,10 @@ class App:
         base = consumer or default_consumer_name(self.name, index)
         out = []
         for spec in self._specs:
+            options = dict(spec.options)
+            options["middleware"] = (*self._middleware, *options.get("middleware", ()))
             processor = StreamProcessor(
-                backend, spec.stream, spec.group, spec.consumer or base, **spec.options
+                backend, spec.stream, spec.group, spec.consumer or base, **options
             )
             processor.set_callback(spec.handler)
             out.append(processor)
@@ -155,6 +183,7 @@ class App:
     ) -> None:
         processors = self.processors(backend, consumer=consumer, index=index)
         started: list[StreamProcessor] = []
+        uninstall = self._wrap_publishes(backend)
         try:
             for processor in processors:
                 await processor.start()
@@ -173,5 +202,21 @@ class App:
                         task.exception()  # retrieved here, re-raised by wait() below
         finally:
             await asyncio.shield(asyncio.gather(*(p.stop() for p in started)))
+            uninstall()
         for processor in started:
             await processor.wait()  # raises if one crashed
+
+    def _wrap_publishes(self, backend: StreamBackend) -> Callable[[], None]:
+        """Add the app's middleware to `backend`'s publishes (those not there yet);
+        return what removes them again."""
+        if not isinstance(backend, BaseBackend):
+            return lambda: None  # a backend written without BaseBackend: no publish middleware
+        added = [m for m in self._middleware if m not in backend.middleware]
+        for middleware in added:
+            backend.add_middleware(middleware)
+
+        def uninstall() -> None:
+            for middleware in added:
+                backend.remove_middleware(middleware)
+
+        return uninstall

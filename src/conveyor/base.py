@@ -27,6 +27,13 @@ from conveyor.errors import (
 )
 from conveyor.headers import check_headers, check_headers_list
 from conveyor.message import Message
+from conveyor.middleware import (
+    Middleware,
+    PublishNext,
+    PublishRequest,
+    check_middleware,
+    compose_publish,
+)
 from conveyor.opening import Opening
 from conveyor.protocol import Capabilities, ConsumerSession, GroupInfo, StartPosition
 
@@ -261,6 +268,9 @@ class BaseBackend(_Lifecycle, ABC):
         self._check_open()
         check_name("stream name", stream)
         checked = check_headers(headers)
+        if self._publish_chain is not None:
+            request = PublishRequest(stream, [data], [checked], self.capabilities.name)
+            return (await self._publish_chain(request))[0]
         ids = await self._publish_many(stream, [data], [checked] if checked else None)
         return ids[0]
 
@@ -277,7 +287,37 @@ class BaseBackend(_Lifecycle, ABC):
         checked = check_headers_list(headers, len(items))
         if not items:
             return []
+        if self._publish_chain is not None:
+            request = PublishRequest(stream, list(items), checked, self.capabilities.name)
+            return await self._publish_chain(request)
         return await self._publish_many(stream, list(items), checked)
+
+    # -- publish middleware (see conveyor.middleware) --------------------------------
+
+    _middleware: tuple[Middleware, ...] = ()
+    _publish_chain: PublishNext | None = None
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The publish middleware of this backend, outermost first."""
+        return self._middleware
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Run `middleware.publish` around every publish through this backend; the
+        first added runs outermost."""
+        self._use_middleware((*self._middleware, *check_middleware([middleware])))
+
+    def remove_middleware(self, middleware: Middleware) -> None:
+        """Stop running `middleware` here (a no-op when it is not here)."""
+        self._use_middleware(tuple(m for m in self._middleware if m is not middleware))
+
+    def _use_middleware(self, middleware: tuple[Middleware, ...]) -> None:
+        self._middleware = middleware
+        self._publish_chain = compose_publish(middleware, self._publish_request)
+
+    async def _publish_request(self, request: PublishRequest) -> list[str]:
+        headers = check_headers_list(request.headers, len(request.items))  # theirs too
+        return await self._publish_many(request.stream, request.items, headers)
 
     @abstractmethod
     async def _publish_many(
@@ -309,6 +349,42 @@ class BaseBackend(_Lifecycle, ABC):
 
     @abstractmethod
     async def _peek(self, stream: str, count: int) -> list[Message]: ...
+
+    async def range(
+        self, stream: str, *, after: str | None = None, count: int = 100
+    ) -> list[Message]:
+        """Up to `count` entries of `stream` after id `after` (from the first when None),
+        oldest first, outside any group; ``[]`` past the end or for a missing stream.
+        Used by the dead-letter tools (`conveyor.dlq`) to page through a stream.
+
+        Raises:
+            NotImplementedError: the backend cannot read a stream by position.
+        """
+        self._check_open()
+        check_name("stream name", stream)
+        if count < 1:
+            return []
+        return await self._range(stream, after, count)
+
+    async def _range(self, stream: str, after: str | None, count: int) -> list[Message]:
+        raise NotImplementedError(f"{self.capabilities.name} cannot read a stream by position")
+
+    async def delete(self, stream: str, ids: Sequence[str]) -> int:
+        """Delete entries of `stream` by id (for every group); unknown ids are skipped.
+        Returns how many were deleted.
+
+        Raises:
+            NotImplementedError: the broker cannot delete single entries (Kafka); the
+                dead-letter tools then mark entries done instead.
+        """
+        self._check_open()
+        check_name("stream name", stream)
+        if not ids:
+            return 0
+        return await self._delete(stream, list(ids))
+
+    async def _delete(self, stream: str, ids: list[str]) -> int:
+        raise NotImplementedError(f"{self.capabilities.name} cannot delete single entries")
 
     # -- the seed protocol, over sessions --------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect as pyinspect
 import json
@@ -10,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -18,12 +19,24 @@ from rich.table import Table
 
 from conveyor.app import App
 from conveyor.errors import AppLoadError, ConveyorError
+from conveyor.logs import LOG_FORMATS, MessageLogContext, configure_logging
 from conveyor.options import redact_url
 from conveyor.registry import available_backends, connect
 
-__all__ = ["load_app", "main"]
+__all__ = ["DEFAULT_URL", "load_app", "main"]
 
-URL_HELP = "Backend URL, e.g. memory://, redis://localhost:6379/0 (env: CONVEYOR_URL)."
+#: The URL of every command given none (no ``--url``, no ``CONVEYOR_URL``): the embedded
+#: durable broker, one file in the working directory that every process there shares.
+DEFAULT_URL = "sqlite:///conveyor.db"
+
+#: Schemes whose broker lives inside one process: a command run on its own (publish,
+#: inspect) would talk to a broker nobody else sees.
+PROCESS_LOCAL_SCHEMES = frozenset({"memory"})
+
+URL_HELP = (
+    f"Backend URL, e.g. {DEFAULT_URL}, redis://localhost:6379/0 (env: CONVEYOR_URL;"
+    f" default: {DEFAULT_URL})."
+)
 
 
 def load_app(path: str) -> App:
@@ -55,9 +68,40 @@ def load_app(path: str) -> App:
     return obj
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
+
+
+def _resolve_url(url: str | None) -> str:
+    """`url`, or the default one, saying so in one line."""
+    if url:
+        return url
+    where = os.path.abspath("conveyor.db")
+    click.echo(f"conveyor: no --url or CONVEYOR_URL given: using {DEFAULT_URL} ({where})", err=True)
+    return DEFAULT_URL
+
+
+def _refuse_process_local(url: str, command: str) -> None:
+    scheme = url.partition("://")[0].lower()
+    if scheme in PROCESS_LOCAL_SCHEMES:
+        _fail(
+            f"{scheme}:// lives inside one process, so `conveyor {command}` would use a broker"
+            " that no other process sees and that vanishes when this command exits; use"
+            f" {DEFAULT_URL} to share a broker between processes through a file (no server)"
+        )
+
+
+def _url_and_args(url: str | None, args: tuple[str, ...], names: str) -> tuple[str, list[str]]:
+    """``[URL] A B`` positional arguments (the URL first, or from --url/CONVEYOR_URL/the
+    default): the URL and ``[A, B]``."""
+    if len(args) == 3:
+        if url is not None and os.environ.get("CONVEYOR_URL") != url:
+            _fail("the URL is given twice: as an argument and with --url")
+        return args[0], list(args[1:])
+    if len(args) != 2:
+        _fail(f"expected [URL] {names}, got {len(args)} argument(s)")
+    return _resolve_url(url), list(args)
 
 
 @click.group()
@@ -67,20 +111,24 @@ def _fail(message: str) -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="auto",
+    show_default=True,
+    envvar="CONVEYOR_LOG_FORMAT",
+    type=click.Choice(LOG_FORMATS),
+    help="json: one JSON object per line; text: plain lines; auto: rich on a terminal,"
+    " text otherwise (env: CONVEYOR_LOG_FORMAT).",
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str, log_format: Any) -> None:
     """conveyor: consume and produce messages on durable streams."""
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
-    )
+    ctx.obj = configure_logging(log_level, log_format)  # the format chosen
 
 
 @main.command()
 @click.argument("app_path", metavar="MODULE:APP")
-@click.option("--url", envvar="CONVEYOR_URL", required=True, help=URL_HELP)
+@click.option("--url", envvar="CONVEYOR_URL", default=None, help=URL_HELP)
 @click.option("--consumer", default=None, help="Consumer name (default: <host>-<app>[-<index>]).")
 @click.option(
     "--index",
@@ -88,23 +136,60 @@ def main(log_level: str) -> None:
     default=None,
     help="Worker index, for several workers on one host.",
 )
-def run(app_path: str, url: str, consumer: str | None, index: int | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="CONVEYOR_METRICS_PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs conveyor[prometheus]).",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="See --metrics-port.")
+@click.pass_obj
+def run(
+    log_format: str,
+    app_path: str,
+    url: str | None,
+    consumer: str | None,
+    index: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run every handler of MODULE:APP until SIGINT/SIGTERM, then stop gracefully."""
     try:
         app = load_app(app_path)
     except AppLoadError as exc:
         _fail(str(exc))
         return
+    target = _resolve_url(url)
+    if log_format in ("json", "text"):  # records a handler logs carry its message's fields
+        app.add_middleware(MessageLogContext())
+    serve_metrics = None
+    if metrics_port is not None:
+        try:
+            from conveyor.prometheus import PrometheusMiddleware
+        except ImportError as exc:
+            _fail(f"--metrics-port: {exc}")
+        serve_metrics = functools.partial(
+            PrometheusMiddleware.of(app).serve, metrics_port, metrics_host
+        )
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        logging.getLogger("conveyor.cli").info(
-            "running %s on %s (%d handler(s))", app_path, redact_url(url), len(app.handlers)
+        log = logging.getLogger("conveyor.cli")
+        log.info(
+            "running %s on %s (%d handler(s))", app_path, redact_url(target), len(app.handlers)
         )
-        await app.run(url, consumer=consumer, index=index, stop=stop)
+        server = serve_metrics() if serve_metrics is not None else None
+        if server is not None:
+            log.info("serving metrics on http://%s:%d/metrics", server.host, server.port)
+        try:
+            await app.run(target, consumer=consumer, index=index, stop=stop)
+        finally:
+            if server is not None:
+                await asyncio.to_thread(server.close)
 
     try:
         asyncio.run(serve())
@@ -122,11 +207,15 @@ def backends() -> None:
 
 
 @main.command()
-@click.argument("url")
-@click.argument("stream")
-@click.argument("payload")
-def publish(url: str, stream: str, payload: str) -> None:
-    """Publish one JSON object PAYLOAD to STREAM and print its id."""
+@click.argument("args", nargs=-1, metavar="[URL] STREAM PAYLOAD")
+@click.option("--url", envvar="CONVEYOR_URL", default=None, help=URL_HELP)
+def publish(args: tuple[str, ...], url: str | None) -> None:
+    """Publish one JSON object PAYLOAD to STREAM and print its id.
+
+    The URL is the first argument, or --url, or CONVEYOR_URL, or the default.
+    """
+    url, (stream, payload) = _url_and_args(url, args, "STREAM PAYLOAD")
+    _refuse_process_local(url, "publish")
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -147,17 +236,21 @@ def publish(url: str, stream: str, payload: str) -> None:
 
 
 @main.command()
-@click.argument("url")
-@click.argument("stream")
-@click.argument("group")
+@click.argument("args", nargs=-1, metavar="[URL] STREAM GROUP")
+@click.option("--url", envvar="CONVEYOR_URL", default=None, help=URL_HELP)
 @click.option(
     "--dead", "dead_count", default=10, show_default=True, help="How many dead letters to show."
 )
 @click.option("--dead-letter-stream", default=None, help="Default: <STREAM>.dead")
 def inspect(
-    url: str, stream: str, group: str, dead_count: int, dead_letter_stream: str | None
+    args: tuple[str, ...], url: str | None, dead_count: int, dead_letter_stream: str | None
 ) -> None:
-    """Show pending count, lag, consumers and recent dead letters of STREAM/GROUP."""
+    """Show pending count, lag, consumers and recent dead letters of STREAM/GROUP.
+
+    The URL is the first argument, or --url, or CONVEYOR_URL, or the default.
+    """
+    url, (stream, group) = _url_and_args(url, args, "STREAM GROUP")
+    _refuse_process_local(url, "inspect")
 
     async def go() -> None:
         async with connect(url) as backend:
@@ -203,17 +296,16 @@ def inspect(
 
 
 @main.command()
-@click.option(
-    "--url", envvar="CONVEYOR_URL", default="memory://demo", show_default=True, help=URL_HELP
-)
+@click.option("--url", envvar="CONVEYOR_URL", default=None, help=URL_HELP)
 @click.option("--count", default=5000, show_default=True, help="Orders to publish.")
 @click.option("--workers", default=3, show_default=True, help="Processors in the group.")
 @click.option("--concurrency", default=16, show_default=True, help="Handlers per processor.")
 @click.option("--stream", default=None, help="Stream name (default: a fresh demo stream).")
-def demo(url: str, count: int, workers: int, concurrency: int, stream: str | None) -> None:
+def demo(url: str | None, count: int, workers: int, concurrency: int, stream: str | None) -> None:
     """Publish orders, process them with retries and a dead letter, print a summary."""
     from conveyor.demo import run_demo
 
+    url = _resolve_url(url)
     if logging.getLogger().level > logging.DEBUG:  # per-failure warnings would drown the bar
         logging.getLogger("conveyor.processor").setLevel(logging.ERROR)
     try:

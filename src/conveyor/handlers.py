@@ -10,7 +10,7 @@ from typing import Any
 
 from conveyor.message import Message
 
-__all__ = ["Handler", "bind_handler", "check_handler", "wants_message"]
+__all__ = ["Handler", "bind_handler", "check_handler", "message_style", "wants_message"]
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -73,7 +73,14 @@ def bind_handler(
         TypeError: `func` is not an async callable.
     """
     handler, message = check_handler(func, message=message)
-    if message:
+    return message_style(handler, message)
+
+
+def message_style(
+    handler: Callable[[Any], Awaitable[Any]], takes_message: bool
+) -> Callable[[Message], Awaitable[Any]]:
+    """`handler` as a callable taking a `Message` (payload-style ones get ``msg.data``)."""
+    if takes_message:
         return handler
 
     def payload_style(msg: Message) -> Awaitable[Any]:

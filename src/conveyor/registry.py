@@ -13,7 +13,9 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 from urllib.parse import urlsplit
 
+from conveyor.base import BaseBackend
 from conveyor.errors import BackendNotInstalledError, ConfigurationError, UnknownSchemeError
+from conveyor.middleware import check_middleware
 from conveyor.opening import Opening
 from conveyor.options import redact_url, split_options
 from conveyor.protocol import StreamBackend
@@ -36,6 +38,7 @@ KNOWN_SCHEMES: Mapping[str, str] = {
     "nats": "conveyor-nats",
     "tls": "conveyor-nats",
     "kafka": "conveyor-kafka",
+    "sqlite": "conveyor-sqlite",
 }
 
 Factory = Callable[[str, dict[str, Any]], Awaitable[StreamBackend]]
@@ -97,11 +100,27 @@ def connect(url: str, **options: Any) -> Opening[StreamBackend]:
     """Open the backend for `url`.
 
     ``backend = await connect(url)`` or ``async with connect(url) as backend:``.
-    Query-string options and keyword `options` become backend options.
+    Query-string options and keyword `options` become backend options, but
+    ``middleware=[...]``: `conveyor.Middleware` run around every publish through the
+    backend (see `conveyor.middleware`).
 
     Raises:
         UnknownSchemeError: no installed backend handles the scheme.
         BackendNotInstalledError: the scheme is known but its package is missing.
         ConfigurationError: an unknown or invalid option.
+        TypeError: a middleware is not a `conveyor.Middleware`.
     """
-    return Opening(lambda: _open(url, options), f"conveyor.connect {redact_url(url)!r}")
+    chain = check_middleware(options.pop("middleware", ()))
+
+    async def open_with_middleware() -> StreamBackend:
+        backend = await _open(url, options)
+        if not chain:
+            return backend
+        if not isinstance(backend, BaseBackend):
+            await backend.aclose()
+            raise ConfigurationError(f"{backend!r} takes no middleware (not a BaseBackend)")
+        for item in chain:
+            backend.add_middleware(item)
+        return backend
+
+    return Opening(open_with_middleware, f"conveyor.connect {redact_url(url)!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 import subprocess
 import sys
@@ -25,6 +26,28 @@ def test_dispatch(capsys: pytest.CaptureFixture[str]) -> None:
         "account manager for ada",
         "welcome bob",
         "goodbye bob (delivery 1)",
+    ]
+
+
+def test_middleware(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(EXAMPLES / "middleware.py"), run_name="__main__")
+    lines = [re.sub(r"\(\d+ ms\)", "(N ms)", line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        "orders/billing {'order_id': 0} dead_letter (N ms)",
+        "orders/billing {'order_id': 1} success (N ms)",
+        "orders/billing {'order_id': 2} success (N ms)",
+        "dead letter: {'order_id': 0} PermissionError",
+    ]
+
+
+def test_observability(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(EXAMPLES / "observability.py"), run_name="__main__")
+    assert capsys.readouterr().out.splitlines() == [
+        "publish orders (sent) -> process orders (retry) -> process orders (dead_letter)",
+        "publish orders (sent) -> process orders (success)",
+        'conveyor_messages_handled_total{group="billing",stream="orders"} 1.0',
+        'conveyor_messages_dead_lettered_total{group="billing",stream="orders"} 1.0',
+        "charged order 2 orders 1",
     ]
 
 
@@ -67,7 +90,8 @@ def test_docs_build_hook_finds_include_markers_left_in_pages(html: str, found: l
 
 def test_built_pages_contain_every_included_example() -> None:
     """The pages that include examples show them (the strict build runs the hook)."""
-    for page in ("quickstart.md", "testing.md", "writing-a-backend.md"):
+    pages = ("quickstart.md", "testing.md", "writing-a-backend.md", "middleware.md")
+    for page in (*pages, "observability.md"):
         text = (EXAMPLES.parent / page).read_text()
         for line in text.splitlines():
             if "8<--" in line or "8 <" in line:

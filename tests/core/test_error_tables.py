@@ -10,7 +10,12 @@ from conveyor import errors
 from conveyor.errormap import ErrorMap
 from conveyor.errors import BackendClosedError, BackendError, ConveyorError
 
-TABLES = ["conveyor_redis.errors", "conveyor_nats.errors", "conveyor_kafka.errors"]
+TABLES = [
+    "conveyor_redis.errors",
+    "conveyor_nats.errors",
+    "conveyor_kafka.errors",
+    "conveyor_sqlite.errors",
+]
 
 
 def _table(module: str) -> ErrorMap:

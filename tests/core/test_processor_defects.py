@@ -328,3 +328,23 @@ async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
     lines = [r.getMessage() for r in caplog.records]
     assert sum("lost the broker" in line for line in lines) == 1
     assert sum("broker back" in line for line in lines) == 1
+
+
+async def test_a_sleep_due_at_the_advance_target_wakes_despite_float_rounding() -> None:
+    """The retry timer slept `due - now0`; the harness advanced by `due - now1` from a later
+    `now1`: the two sums differ in the last bit, and the retry never came (a flaky hang)."""
+    clock = FakeClock()
+    now0, due, step = 0.6825903023294777, 1.9111731525672686, 0.16641663617827315
+    await clock.advance(now0)
+    woke = asyncio.Event()
+
+    async def sleeper() -> None:
+        await clock.sleep(due - clock.monotonic())  # lands on now0 + (due - now0)
+        woke.set()
+
+    task = asyncio.ensure_future(sleeper())
+    await asyncio.sleep(0)
+    await clock.advance(step)
+    await clock.advance(due - clock.monotonic())  # lands on now1 + (due - now1): a hair less
+    assert woke.is_set()
+    await task

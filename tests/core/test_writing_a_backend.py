@@ -31,7 +31,7 @@ MINIMAL = _example()
 
 
 class TestMinimalBackendConformance(BackendConformance):
-    features = Features(durable=False)
+    features = Features(durable=False, range_reads=False, deletes=False)
     claim_idle = 0.3
     timeout = 5.0
 

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 class TestKafkaConformance(BackendConformance):
-    features = Features(ordering="partition", exact_delivery_count=False, contiguous_ack=True)
+    features = Features(
+        ordering="partition", exact_delivery_count=False, contiguous_ack=True, deletes=False
+    )
     claim_idle = 2.0
     timeout = 20.0
 

@@ -4,8 +4,10 @@ One message's path, top to bottom:
 
 * `reader.Reader` keeps one read in flight on the consumer session, into the bounded inbox
   of `ledger.Ledger` (which also tracks every message the processor holds);
-* `worker.Worker` runs the handler (``concurrency`` tasks share it); a finished message
-  goes to `acker.Acker`, which acknowledges in batches;
+* `worker.Worker` runs the handler (``concurrency`` tasks share it), wrapped once per
+  start in the middleware chain when there is one (`parts.Parts.worker`,
+  `conveyor.middleware`); a finished message goes to `acker.Acker`, which acknowledges
+  in batches;
 * a failed one goes to the `retries` strategy chosen from the backend's capabilities
   (the engine's timer and ``redeliver``, or the broker's ``nack``), or at
   ``max_deliveries`` to `deadletters.DeadLetters`;

@@ -1,6 +1,7 @@
 """`DeadLetters`: writes a message that cannot be handled to the dead-letter stream.
 
-The record keeps the original payload and why it failed; the session writes it and
+The record keeps the original payload and why it failed (the error's type and text, and
+for a handler failure its traceback, bounded); the session writes it and
 acknowledges the message without losing it between the two steps. An entry that could
 not be decoded keeps a bounded excerpt instead (its size, SHA-256, the first
 `EXCERPT_BYTES` in base64 and a short text preview), so that a huge binary entry from a
@@ -27,6 +28,7 @@ from conveyor.errors import (
     GroupNotFoundError,
     PayloadError,
 )
+from conveyor.logs import message_fields
 from conveyor.message import Message
 from conveyor.stats import ProcessorStats
 
@@ -82,14 +84,25 @@ class DeadLetters:
         self.running = running
         self.stream = calls.options.dead_letter_stream_of(calls.stream)
 
+    def log_fields(self, message: Message) -> dict[str, Any]:
+        """The fields of a log record about `message` (see `conveyor.logs`)."""
+        return message_fields(message, self.calls.group, self.calls.consumer)
+
     def record(
-        self, message: Message, error_type: str, error: str, *, minimal: bool = False
+        self,
+        message: Message,
+        error_type: str,
+        error: str,
+        traceback: str | None = None,
+        *,
+        minimal: bool = False,
     ) -> dict[str, Any]:
         """The dead-letter record of `message` (`minimal`: without the payload itself)."""
         record: dict[str, Any] = {
             "original": None,
             "error_type": error_type,
             "error": error,
+            "traceback": traceback,
             "delivery_count": message.delivery_count,
             "original_id": message.id,
             "stream": self.calls.stream,
@@ -105,10 +118,13 @@ class DeadLetters:
             record["original"] = message.data
         return record
 
-    async def write(self, message: Message, error_type: str, error: str) -> None:
-        """Dead-letter `message`; never raises (but `CancelledError`)."""
+    async def write(
+        self, message: Message, error_type: str, error: str, traceback: str | None = None
+    ) -> None:
+        """Dead-letter `message` (`traceback`: the handler's, as text); never raises (but
+        `CancelledError`)."""
         minimal = False
-        record = self.record(message, error_type, error)
+        record = self.record(message, error_type, error, traceback)
         attempt = 0
         while True:
             session = self.calls.session
@@ -138,7 +154,7 @@ class DeadLetters:
                     exc,
                 )
                 minimal = True
-                record = self.record(message, error_type, error, minimal=True)
+                record = self.record(message, error_type, error, traceback, minimal=True)
             except ConveyorError as exc:  # closed, or anything else: never out of a worker
                 self._failed(message, exc)
                 return
@@ -152,6 +168,7 @@ class DeadLetters:
             message.delivery_count,
             error_type,
             error,
+            extra=self.log_fields(message),
         )
 
     def _failed(self, message: Message, exc: BaseException) -> None:
@@ -165,4 +182,5 @@ class DeadLetters:
             self.stream,
             type(exc).__name__,
             exc,
+            extra=self.log_fields(message),
         )

@@ -14,6 +14,7 @@ from typing import Any
 from conveyor.clock import Clock, SystemClock
 from conveyor.errors import ConfigurationError
 from conveyor.message import Message
+from conveyor.middleware import Middleware, check_middleware
 from conveyor.protocol import StartPosition
 
 __all__ = ["ErrorHook", "ProcessorOptions", "dead_letter_stream_for"]
@@ -71,6 +72,8 @@ class ProcessorOptions:
             detects it from the handler's first annotation.
         clock: Time source for retry delays, heartbeats and backoffs (tests pass
             `conveyor.testing.FakeClock`).
+        middleware: `conveyor.Middleware` run around the handler, outermost first
+            (an `App`'s own run outside these); see `conveyor.middleware`.
 
     Raises:
         ConfigurationError: an option out of range or of the wrong type.
@@ -90,6 +93,7 @@ class ProcessorOptions:
     on_error: ErrorHook | None = None
     message: bool | None = None
     clock: Clock = dataclasses.field(default_factory=SystemClock)
+    middleware: tuple[Middleware, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("batch_count", "concurrency", "max_deliveries", "connect_attempts"):
@@ -112,6 +116,10 @@ class ProcessorOptions:
             raise ConfigurationError(f"message must be None, True or False, got {self.message!r}")
         if not isinstance(self.clock, Clock):
             raise ConfigurationError(f"clock must be a conveyor.clock.Clock, got {self.clock!r}")
+        try:
+            object.__setattr__(self, "middleware", check_middleware(self.middleware))
+        except TypeError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     @classmethod
     def names(cls) -> frozenset[str]:

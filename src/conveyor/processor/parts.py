@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.handlers import message_style
+from conveyor.middleware import HandlerContext, compose_handler
 from conveyor.protocol import StreamBackend
 from conveyor.stats import ProcessorStats
 
@@ -69,7 +71,17 @@ class Parts:
         takes_message: bool,
         hook: Callable[[], ErrorHook | None],
     ) -> Worker:
-        """The handler loop for `handler`, shared by the processor's worker tasks."""
+        """The handler loop for `handler`, shared by the processor's worker tasks.
+
+        With middleware, `handler` is wrapped in their chain here, once per start (and
+        each middleware is bound to this processor); without, it is called directly.
+        """
+        middleware = self.calls.options.middleware
+        if middleware:
+            core = message_style(handler, takes_message)
+            chain = compose_handler(middleware, core, self.context())
+            if chain is not core:  # some middleware wrap handling (not only publishing)
+                handler, takes_message = chain, True
         return Worker(
             handler,
             takes_message,
@@ -81,4 +93,19 @@ class Parts:
             options=self.calls.options,
             running=self.running,
             hook=hook,
+        )
+
+    def context(self) -> HandlerContext:
+        """What middleware learn of this processor."""
+        calls, options = self.calls, self.calls.options
+        return HandlerContext(
+            stream=calls.stream,
+            group=calls.group,
+            consumer=calls.consumer,
+            system=calls.backend.capabilities.name,
+            max_deliveries=options.max_deliveries,
+            dead_letter_stream=options.dead_letter_stream_of(calls.stream),
+            backend=calls.backend,
+            stats=self.stats,
+            clock=options.clock,
         )

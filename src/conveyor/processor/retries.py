@@ -26,6 +26,9 @@ __all__ = ["BrokerRetries", "EngineRetries", "RetryStrategy", "retry_strategy"]
 
 log = logging.getLogger("conveyor.processor")
 
+#: Seconds within which a retry counts as due (clock arithmetic rounds).
+_DUE_SLACK = 1e-6
+
 
 class RetryStrategy(Protocol):
     """How a failed message comes back."""
@@ -79,10 +82,10 @@ class EngineRetries:
                 await self._changed.wait()
                 continue
             wait = self._due[0][0] - clock.monotonic()
-            if wait > 0:
+            if wait > _DUE_SLACK:
                 await _sleep_unless(clock, wait, self._changed)
                 continue
-            now = clock.monotonic()
+            now = clock.monotonic() + _DUE_SLACK  # float rounding must not delay a retry
             due: list[Message] = []
             while self._due and self._due[0][0] <= now:
                 due.append(heapq.heappop(self._due)[2])

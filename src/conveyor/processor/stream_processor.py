@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from conveyor.base import check_name
 from conveyor.clock import Clock
 from conveyor.handlers import check_handler
+from conveyor.middleware import Middleware
 from conveyor.protocol import (
     ConsumerSession,
     StartPosition,
@@ -79,6 +80,7 @@ class StreamProcessor:
         on_error: ErrorHook | None = None,
         message: bool | None = None,
         clock: Clock | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if not isinstance(storage, StreamStorageProtocol):
             raise TypeError(
@@ -104,6 +106,7 @@ class StreamProcessor:
                 "on_error": on_error,
                 "message": message,
                 "clock": clock,
+                "middleware": middleware,
             }
         )
         self.storage = storage
@@ -120,11 +123,9 @@ class StreamProcessor:
         self.stats = ProcessorStats()
         self._handler: Callable[[Any], Awaitable[Any]] | None = None
         self._takes_message = False
-
         names = (stream_name, consumer_group_name, consumer_name)
         self._switch = Switch()
         self._parts = Parts.assemble(self.backend, names, self.options, self.stats, self._switch)
-
         self._state = "idle"  # idle -> running -> stopping -> idle
         self._crew = Crew(f"conveyor:{stream_name}:{consumer_name}")
         self._supervisor: asyncio.Task[None] | None = None

@@ -2,8 +2,10 @@
 
 A handler that returns queues its message for the acker. A handler that raises is
 reported (log and ``on_error``; a hook that raises is logged, never fatal), then the
-message is retried after its backoff or, at ``max_deliveries``, dead-lettered. An
-undecodable message is dead-lettered at once. Cancellation never acknowledges.
+message is retried after its backoff or, at ``max_deliveries``, dead-lettered with its
+traceback. The last failure is logged with its traceback, earlier ones in one line (with
+the traceback when DEBUG is on). An undecodable message is dead-lettered at once.
+Cancellation never acknowledges.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.backoff import backoff_delay
+from conveyor.logs import format_traceback
 from conveyor.message import Message
 from conveyor.stats import ProcessorStats
 
@@ -97,14 +100,19 @@ class Worker:
                 stats.in_flight -= 1
 
     def _report(self, message: Message, exc: BaseException) -> None:
-        log.warning(
-            "handler failed for %s %s (delivery %d/%d): %s: %s",
+        last = message.delivery_count >= self.options.max_deliveries
+        log.log(
+            logging.ERROR if last else logging.WARNING,
+            "handler failed for %s %s (delivery %d/%d%s): %s: %s",
             message.stream,
             message.id,
             message.delivery_count,
             self.options.max_deliveries,
+            ", the last" if last else "",
             type(exc).__name__,
             exc,
+            exc_info=exc if last or log.isEnabledFor(logging.DEBUG) else None,
+            extra=self.dead_letters.log_fields(message),
         )
         hook = self.hook()
         if hook is None:
@@ -117,7 +125,8 @@ class Worker:
     async def _failed(self, message: Message, exc: BaseException) -> None:
         options = self.options
         if message.delivery_count >= options.max_deliveries:
-            await self.dead_letters.write(message, type(exc).__name__, str(exc))
+            trace = format_traceback(exc)
+            await self.dead_letters.write(message, type(exc).__name__, str(exc), trace)
             return
         self.stats.retried += 1
         delay = backoff_delay(message.delivery_count, options.retry_delay, options.max_retry_delay)

@@ -813,6 +813,41 @@ class BackendConformance:
         assert await backend.peek(stream, count=-3) == []
         assert await backend.peek(names["other"], count=5) == []
 
+    async def test_range_pages_through_a_stream(
+        self, backend: StreamBackend, names: dict[str, str]
+    ) -> None:
+        stream = names["stream"]
+        ranged = getattr(backend, "range", None)
+        if not self.features.range_reads or ranged is None:
+            pytest.skip(f"{type(self).__name__} declares no positional reads")
+        ids = await backend.publish_many(
+            stream, [{"n": i} for i in range(7)], headers=[{"i": str(i)} for i in range(7)]
+        )
+        first = await ranged(stream, count=3)
+        assert [m.data["n"] for m in first] == [0, 1, 2]
+        assert _ids(first) == ids[:3]
+        assert [m.headers for m in first] == [{"i": "0"}, {"i": "1"}, {"i": "2"}]
+        assert {m.delivery_count for m in first} == {0}
+        rest = await ranged(stream, after=first[-1].id, count=100)
+        assert _ids(rest) == ids[3:]
+        assert await ranged(stream, after=ids[-1], count=5) == []
+        assert await ranged(names["other"], count=5) == []
+
+    async def test_delete_removes_single_entries(
+        self, backend: StreamBackend, names: dict[str, str]
+    ) -> None:
+        stream, group = names["stream"], names["group"]
+        delete = getattr(backend, "delete", None)
+        if not self.features.deletes or delete is None:
+            pytest.skip(f"{type(self).__name__} declares no single-entry deletes")
+        session = await self._open(backend, stream, group)
+        ids = await backend.publish_many(stream, [{"n": i} for i in range(4)])
+        assert await delete(stream, [ids[1], ids[2]]) == 2
+        assert await delete(stream, [ids[1]]) == 0  # gone already
+        assert [m.data["n"] for m in await backend.peek(stream, count=10)] == [0, 3]
+        got = await read_until(session, 2, timeout=self.timeout)
+        assert [m.data["n"] for m in got] == [0, 3]
+
     # -- a broker restart --------------------------------------------------------------
 
     async def test_processor_survives_a_broker_restart(

@@ -27,9 +27,15 @@ class Features:
             (Kafka): a member holds whole partitions, not single messages, and messages
             acked behind an unacked one may be delivered again after a crash.
         durable: False where data does not outlive the process (memory).
+        range_reads: True where `range` pages through a stream (the dead-letter tools
+            use it); False for backends that do not implement it.
+        deletes: True where `delete` removes single entries (False: Kafka, whose
+            dead-letter tools mark entries done instead).
     """
 
     ordering: Literal["stream", "partition", "none"] = "stream"
     exact_delivery_count: bool = True
     contiguous_ack: bool = False
     durable: bool = True
+    range_reads: bool = True
+    deletes: bool = True

@@ -37,10 +37,15 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from conveyor.base import BaseBackend, ConsumerOptions, check_sizes
 from conveyor.codec import encode_json
-from conveyor.errors import BackendClosedError, BackendError, GroupNotFoundError
+from conveyor.errors import (
+    BackendClosedError,
+    BackendError,
+    ConfigurationError,
+    GroupNotFoundError,
+)
 from conveyor.message import Message
 from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
-from conveyor_kafka._member import Member, encode_headers, to_message
+from conveyor_kafka._member import Member, encode_headers, parse_id, to_message
 from conveyor_kafka._producer import Producer, RecordHeaders
 from conveyor_kafka.errors import ERRORS, MOVED, check_created
 from conveyor_kafka.session import KafkaSession
@@ -372,6 +377,43 @@ class KafkaBackend(BaseBackend):
                         todo.discard(tp)
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         return [replace(to_message(stream, r, None), delivery_count=0) for r in records[-count:]]
+
+    async def _range(self, stream: str, after: str | None, count: int) -> list[Message]:
+        """Records after id `after`, partition by partition, each in offset order (one
+        partition, as conveyor creates dead-letter topics by default: publish order).
+        Kafka cannot delete single records: `delete` is not supported."""
+        topic = topic_name(stream)
+        start_partition, start_offset = 0, -1
+        if after is not None:
+            parsed = parse_id(after)
+            if parsed is None or parsed[0] != topic:
+                raise ConfigurationError(f"{after!r} is not a record id of stream {stream!r}")
+            _, start_partition, start_offset = parsed
+        tps = await self._partitions(topic)
+        if not tps:
+            return []
+        records: list[Any] = []
+        async with self._probe() as consumer:
+            begin, high = await self._bounds(consumer, tps)
+            for tp in sorted(tps, key=lambda t: t.partition):
+                if tp.partition < start_partition or len(records) >= count:
+                    continue
+                first = start_offset + 1 if tp.partition == start_partition else begin[tp]
+                offset = max(first, begin[tp])
+                if offset >= high[tp]:
+                    continue
+                consumer.seek(tp, offset)
+                deadline = asyncio.get_running_loop().time() + 5.0
+                while offset < high[tp] and len(records) < count:
+                    if asyncio.get_running_loop().time() > deadline:
+                        break
+                    with ERRORS.mapping("kafka fetch", closed=self._is_closed):
+                        batches = await consumer.getmany(tp, timeout_ms=100)
+                    for record in batches.get(tp, []):
+                        if offset <= record.offset < high[tp]:
+                            records.append(record)
+                            offset = record.offset + 1
+        return [replace(to_message(stream, r, None), delivery_count=0) for r in records[:count]]
 
 
 async def _describe_max_bytes(settings: KafkaSettings, topic: str) -> int | None:

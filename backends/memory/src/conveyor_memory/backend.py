@@ -255,6 +255,29 @@ class MemoryBackend(BaseBackend):
             return []
         return [_message(stream, state.entries[s], 0) for s in state.seqs[-count:]]
 
+    async def _range(self, stream: str, after: str | None, count: int) -> list[Message]:
+        state = self.broker.streams.get(stream)
+        if state is None:
+            return []
+        cursor = 0 if after is None else _seq(after)
+        if cursor is None:
+            raise ConfigurationError(f"{after!r} is not an entry id of {stream!r}")
+        start = bisect.bisect_right(state.seqs, cursor)
+        return [_message(stream, state.entries[s], 0) for s in state.seqs[start : start + count]]
+
+    async def _delete(self, stream: str, ids: list[str]) -> int:
+        state = self.broker.streams.get(stream)
+        if state is None:
+            return 0
+        deleted = 0
+        for seq in (_seq(i) for i in ids):
+            if seq is not None and state.entries.pop(seq, None) is not None:
+                state.seqs.remove(seq)
+                for group in state.groups.values():
+                    group.pending.pop(seq, None)
+                deleted += 1
+        return deleted
+
     async def _ack_by_id(self, stream: str, group: str, message_id: str) -> None:
         state = self.broker.streams.get(stream)
         grp = state.groups.get(group) if state is not None else None

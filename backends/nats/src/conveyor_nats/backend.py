@@ -488,30 +488,73 @@ class NatsBackend(BaseBackend):
         """The last `count` sequences of `stream` (deleted ones skipped), oldest first."""
         name = self.stream_name(stream)
         with self._translate(f"peek stream {stream!r}"):
-            try:
-                state = (await self._js.stream_info(name)).state
-            except nats.js.errors.NotFoundError as exc:
-                if exc.err_code == STREAM_NOT_FOUND:
-                    return []
-                raise
-            if state.messages == 0:
+            state = await self._state(name)
+            if state is None or state.messages == 0:
                 return []
-            seqs = list(range(max(state.first_seq, state.last_seq - count + 1), state.last_seq + 1))
-            out: list[Message] = []
-            for start in range(0, len(seqs), _PEEK_CHUNK):
-                chunk = seqs[start : start + _PEEK_CHUNK]
-                found = await asyncio.gather(
-                    *(self._js.get_msg(name, seq) for seq in chunk), return_exceptions=True
-                )
-                for raw in found:
-                    if isinstance(raw, nats.js.errors.APIError):
-                        if raw.err_code == MESSAGE_NOT_FOUND:
-                            continue  # a deleted sequence
-                        if raw.err_code == STREAM_NOT_FOUND:
-                            return []  # deleted while we looked
-                    if isinstance(raw, BaseException):
-                        raise raw
-                    out.append(peeked(stream, raw))
+            first = max(state.first_seq, state.last_seq - count + 1)
+            found = await self._get(stream, name, range(first, state.last_seq + 1))
+        return found or []
+
+    async def _range(self, stream: str, after: str | None, count: int) -> list[Message]:
+        """Sequences after `after`, oldest first (deleted ones skipped), up to `count`."""
+        if after is not None and not after.isdigit():
+            raise ConfigurationError(f"{after!r} is not a sequence of stream {stream!r}")
+        name = self.stream_name(stream)
+        out: list[Message] = []
+        with self._translate(f"read stream {stream!r}"):
+            state = await self._state(name)
+            if state is None:
+                return []
+            cursor = max(state.first_seq, int(after or 0) + 1)
+            while len(out) < count and cursor <= state.last_seq:
+                stop = min(state.last_seq + 1, cursor + max(count - len(out), _PEEK_CHUNK))
+                found = await self._get(stream, name, range(cursor, stop))
+                if found is None:
+                    return []
+                out += found
+                cursor = stop
+        return out[:count]
+
+    async def _delete(self, stream: str, ids: list[str]) -> int:
+        """Delete sequences (``$JS.API.STREAM.MSG.DELETE``); unknown ones are skipped."""
+        name = self.stream_name(stream)
+        deleted = 0
+        with self._translate(f"delete from stream {stream!r}"):
+            for seq in (int(i) for i in ids if i.isdigit()):
+                try:
+                    deleted += bool(await self._js.delete_msg(name, seq))
+                except nats.js.errors.APIError as exc:
+                    if exc.err_code == STREAM_NOT_FOUND:
+                        return deleted
+                    if exc.err_code != MESSAGE_NOT_FOUND and exc.code != 400:
+                        raise
+        return deleted
+
+    async def _state(self, name: str) -> api.StreamState | None:
+        try:
+            return (await self._js.stream_info(name)).state
+        except nats.js.errors.NotFoundError as exc:
+            if exc.err_code == STREAM_NOT_FOUND:
+                return None
+            raise
+
+    async def _get(self, stream: str, name: str, seqs: range) -> list[Message] | None:
+        """The messages at `seqs` (deleted ones skipped); None when the stream vanished."""
+        out: list[Message] = []
+        for start in range(0, len(seqs), _PEEK_CHUNK):
+            chunk = seqs[start : start + _PEEK_CHUNK]
+            found = await asyncio.gather(
+                *(self._js.get_msg(name, seq) for seq in chunk), return_exceptions=True
+            )
+            for raw in found:
+                if isinstance(raw, nats.js.errors.APIError):
+                    if raw.err_code == MESSAGE_NOT_FOUND:
+                        continue  # a deleted sequence
+                    if raw.err_code == STREAM_NOT_FOUND:
+                        return None  # deleted while we looked
+                if isinstance(raw, BaseException):
+                    raise raw
+                out.append(peeked(stream, raw))
         return out
 
 

@@ -188,6 +188,22 @@ class RedisBackend(BaseBackend):
             message.delivery_count = 0
         return messages
 
+    async def _range(self, stream: str, after: str | None, count: int) -> list[Message]:
+        """``XRANGE`` after `after` (exclusive), with ``delivery_count`` 0."""
+        low = "-" if after is None else "(" + after
+        with ERRORS.mapping(f"XRANGE on {stream!r}"):
+            reply = await self._pool.command("XRANGE", self._key(stream), low, "+", "COUNT", count)
+        messages, _ = to_messages(stream, list(reply or []), None)
+        for message in messages:
+            message.delivery_count = 0
+        return messages
+
+    async def _delete(self, stream: str, ids: list[str]) -> int:
+        """``XDEL`` (entries pending in a group stay in its pending list until a consumer
+        meets them: then they are acknowledged and logged, as trimmed entries are)."""
+        with ERRORS.mapping(f"XDEL on {stream!r}"):
+            return int(await self._pool.command("XDEL", self._key(stream), *ids))
+
     async def _ack_by_id(self, stream: str, group: str, message_id: str) -> None:
         """``XACK`` an id read by an earlier process (the seed's `ack_event`)."""
         with ERRORS.mapping(f"XACK on {stream!r}"):
