@@ -348,3 +348,43 @@ async def test_a_sleep_due_at_the_advance_target_wakes_despite_float_rounding() 
     await clock.advance(due - clock.monotonic())  # lands on now1 + (due - now1): a hair less
     assert woke.is_set()
     await task
+
+
+async def test_a_retry_scheduled_just_before_the_clock_moves_still_comes_due(
+    memory: MemoryBackend, clock: FakeClock
+) -> None:
+    """The retry loop computed its wait, then its sleep started a loop turn later: when the
+    harness advanced the clock in between, the sleep began from the new time, fell due one
+    delay later than `next_due`, and the harness (advancing by `next_due - now` = 0) never
+    reached it — a hang seen on a loaded CI machine."""
+    from conveyor.processor.calls import BrokerCalls
+    from conveyor.processor.ledger import Ledger
+    from conveyor.processor.options import ProcessorOptions
+    from conveyor.processor.retries import EngineRetries
+    from conveyor.stats import ProcessorStats
+
+    await memory.publish("orders", {"n": 1})
+    calls = BrokerCalls(
+        memory, "orders", "billing", "c1", ProcessorOptions(clock=clock), ProcessorStats()
+    )
+    await calls.open()
+    (message,) = await calls.session.read(count=1, block=None)
+    ledger = Ledger(prefetch=4, batch=1)
+    ledger.admit([message])
+    ledger.inbox.clear()  # taken by a worker, whose handler failed
+    retries = EngineRetries(calls, ledger, clock)
+    loop = asyncio.ensure_future(retries.run())
+    try:
+        await asyncio.sleep(0)  # the loop waits for work
+        await retries.schedule(message, 0.1)
+        await asyncio.sleep(0)  # it wakes, computes a 0.1 s wait, starts its sleep
+        due = retries.next_due
+        assert due is not None
+        await clock.advance(due - clock.monotonic())  # before that sleep has begun
+        await clock.advance(max(0.0, due - clock.monotonic()))
+        assert retries.next_due is None, "the retry never came due"
+        assert [m.delivery_count for m in ledger.inbox] == [2]
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await calls.session.aclose()

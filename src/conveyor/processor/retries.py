@@ -81,9 +81,8 @@ class EngineRetries:
             if not self._due:
                 await self._changed.wait()
                 continue
-            wait = self._due[0][0] - clock.monotonic()
-            if wait > _DUE_SLACK:
-                await _sleep_unless(clock, wait, self._changed)
+            if self._due[0][0] - clock.monotonic() > _DUE_SLACK:
+                await _sleep_until_unless(clock, self._due[0][0], self._changed)
                 continue
             now = clock.monotonic() + _DUE_SLACK  # float rounding must not delay a retry
             due: list[Message] = []
@@ -145,9 +144,15 @@ def retry_strategy(
     return EngineRetries(calls, ledger, clock)
 
 
-async def _sleep_unless(clock: Clock, seconds: float, event: asyncio.Event) -> None:
-    """Sleep `seconds` on `clock`, or less if `event` is set meanwhile."""
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+async def _sleep_until(clock: Clock, when: float) -> None:
+    # the wait is measured when the sleep begins (a loop turn after it was asked for; the
+    # clock may have moved meanwhile), so it ends at `when` and never one delay later
+    await clock.sleep(max(0.0, when - clock.monotonic()))
+
+
+async def _sleep_until_unless(clock: Clock, when: float, event: asyncio.Event) -> None:
+    """Sleep on `clock` until its time `when`, or less if `event` is set meanwhile."""
+    sleeper = asyncio.ensure_future(_sleep_until(clock, when))
     waiter = asyncio.ensure_future(event.wait())
     try:
         await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
