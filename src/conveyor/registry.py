@@ -62,7 +62,10 @@ def _scheme_of(url: str) -> str:
         raise ConfigurationError(
             f"not a backend URL: {redact_url(url)!r} (expected scheme://..., e.g. memory://)"
         )
-    return urlsplit(url).scheme.lower()
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. "nats://[::1": an unclosed IPv6 bracket
+        raise ConfigurationError(f"cannot parse the URL {redact_url(url)!r}: {exc}") from None
 
 
 def _load_factory(scheme: str) -> Factory:
@@ -72,8 +75,9 @@ def _load_factory(scheme: str) -> Factory:
         installed = ", ".join(f"{s}://" for s in sorted(eps)) or "none"
         if scheme in KNOWN_SCHEMES:
             raise BackendNotInstalledError(
-                f"the {scheme}:// backend is not installed: pip install {KNOWN_SCHEMES[scheme]}"
-                f" (installed schemes: {installed})"
+                f"the {scheme}:// backend is not installed: pip install"
+                f" 'conveyor[{KNOWN_SCHEMES[scheme].removeprefix('conveyor-')}]'"
+                f" (the {KNOWN_SCHEMES[scheme]} distribution; installed schemes: {installed})"
             )
         raise UnknownSchemeError(
             f"no conveyor backend handles {scheme}:// URLs; installed schemes: {installed}"
