@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from conveyor.base import BaseBackend
+from conveyor.base import BaseBackend, check_name
+from conveyor.clock import Clock
+from conveyor.errors import ConfigurationError
 from conveyor.handlers import bind_handler
 from conveyor.middleware import Middleware, check_middleware
 from conveyor.naming import default_consumer_name
@@ -62,7 +64,7 @@ class App:
 
     def __init__(self, name: str = "conveyor", *, middleware: Iterable[Middleware] = ()) -> None:
         if not name:
-            raise ValueError("App name must be a non-empty str")
+            raise ConfigurationError(f"App name must be a non-empty str, got {name!r}")
         self.name = name
         self._specs: list[HandlerSpec] = []
         self._middleware = check_middleware(middleware)
@@ -98,13 +100,21 @@ class App:
         consumer: str | None = None,
         **options: Any,
     ) -> None:
-        """Register `handler` for `stream` (see `handler`)."""
+        """Register `handler` for `stream` (see `handler`).
+
+        Raises:
+            ConfigurationError: an empty stream or group name, an unknown or bad option,
+                or a second handler for the same stream and group.
+        """
+        check_name("stream name", stream)
+        if group is not None:
+            check_name("group name", group)
         ProcessorOptions.from_mapping(options)  # refuse unknown or bad options early
         bind_handler(handler, message=options.get("message"))  # refuse non-async early
         group = group or self.name
         for spec in self._specs:
             if spec.stream == stream and spec.group == group:
-                raise ValueError(
+                raise ConfigurationError(
                     f"stream {stream!r} group {group!r} already has handler"
                     f" {spec.handler.__qualname__}; use a conveyor.Router to dispatch by type"
                 )
@@ -132,16 +142,24 @@ class App:
         return decorate
 
     def processors(
-        self, backend: StreamBackend, *, consumer: str | None = None, index: int | None = None
+        self,
+        backend: StreamBackend,
+        *,
+        consumer: str | None = None,
+        index: int | None = None,
+        clock: Clock | None = None,
     ) -> list[StreamProcessor]:
-        """Build one processor per handler on `backend` (not started)."""
+        """Build one processor per handler on `backend` (not started); `clock` replaces
+        every handler's clock (tests pass a `conveyor.testing.FakeClock`)."""
         if not self._specs:
-            raise ValueError(f"{self!r} has no handlers")
+            raise ConfigurationError(f"{self!r} has no handlers")
         base = consumer or default_consumer_name(self.name, index)
         out = []
         for spec in self._specs:
             options = dict(spec.options)
             options["middleware"] = (*self._middleware, *options.get("middleware", ()))
+            if clock is not None:
+                options["clock"] = clock
             processor = StreamProcessor(
                 backend, spec.stream, spec.group, spec.consumer or base, **options
             )

@@ -223,6 +223,7 @@ def test_public_api_is_exactly_this() -> None:
                 "Features",
                 "HandlerErrors",
                 "dead_letters",
+                "run_app_until_idle",
                 "run_until_idle",
                 "wait_until",
             ],

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.message import Message
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.testing.clock import FakeClock
 
-__all__ = ["HandlerErrors", "dead_letters", "run_until_idle", "wait_until"]
+if TYPE_CHECKING:
+    from conveyor.app import App
+
+__all__ = ["HandlerErrors", "dead_letters", "run_app_until_idle", "run_until_idle", "wait_until"]
 
 
 class HandlerErrors(AssertionError):
@@ -87,6 +90,52 @@ async def run_until_idle(
             await asyncio.sleep(0.002)
     finally:
         processor.on_error = previous
+    if raise_errors and errors:
+        raise HandlerErrors(errors)
+    return errors
+
+
+async def run_app_until_idle(
+    app: App,
+    backend: StreamBackend,
+    *,
+    clock: FakeClock | None = None,
+    consumer: str = "test",
+    timeout: float = 10.0,
+    raise_errors: bool = True,
+) -> list[tuple[Message, BaseException]]:
+    """Start every handler of `app` on `backend`, run them until all are idle together
+    (see `run_until_idle`; a handler that publishes to another handler's stream is
+    followed), stop them gracefully and return the handler errors.
+
+    Pass the `FakeClock` the backend was opened with (``memory://``) so that retries run
+    on fake time; the app's middleware applies to handlers and publishes as in
+    `App.run`. `timeout` is in real seconds, for the whole run.
+
+    Raises:
+        HandlerErrors: when `raise_errors` and any handler raised.
+        TimeoutError: still busy after `timeout`.
+    """
+    processors = app.processors(backend, consumer=consumer, clock=clock)
+    errors: list[tuple[Message, BaseException]] = []
+    uninstall = app._wrap_publishes(backend)
+    started: list[StreamProcessor] = []
+    deadline = time.monotonic() + timeout
+    try:
+        for processor in processors:
+            await processor.start()
+            started.append(processor)
+        while True:
+            for processor in started:
+                left = max(0.1, deadline - time.monotonic())
+                errors += await run_until_idle(
+                    processor, clock=clock, timeout=left, raise_errors=False
+                )
+            if all([await _settled(p) and p.next_retry_at is None for p in started]):
+                break
+    finally:
+        await asyncio.gather(*(p.stop() for p in started))
+        uninstall()
     if raise_errors and errors:
         raise HandlerErrors(errors)
     return errors
