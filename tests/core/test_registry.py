@@ -42,7 +42,10 @@ async def test_known_but_missing_backend_says_what_to_install(
         "memory": EntryPoint("memory", "conveyor_memory:open_backend", "conveyor.backends")
     }
     monkeypatch.setattr(registry, "_entry_points", lambda: only_memory)
-    with pytest.raises(BackendNotInstalledError, match=r"pip install 'conveyor\[kafka\]' \(the conveyor-kafka distribution"):
+    with pytest.raises(
+        BackendNotInstalledError,
+        match=r"pip install 'conveyor\[kafka\]' \(the conveyor-kafka distribution",
+    ):
         await conveyor.connect("kafka://localhost:9092")
 
 
