@@ -48,11 +48,13 @@ async def consume(
     io_seconds: float = 0.0,
     name: str = "",
     middleware: Sequence[Middleware] = (),
+    payload_type: type | None = None,
 ) -> BenchResult:
     """Preload `n` payloads, drain them with a `StreamProcessor`; stop() flushes the acks.
 
     `middleware` run around the handler, and around the preload's publishes (a
-    `BaseBackend`'s), as an app would have them on both sides."""
+    `BaseBackend`'s), as an app would have them on both sides. `payload_type`: the
+    handler's parameter is annotated with it (a typed handler, `conveyor.typed`)."""
     if isinstance(backend, BaseBackend):
         for item in middleware:
             backend.add_middleware(item)
@@ -74,6 +76,9 @@ async def consume(
 
         async def handler(payload: dict[str, Any]) -> None:
             tally.hit()
+
+    if payload_type is not None:
+        handler.__annotations__["payload"] = payload_type
 
     processor = StreamProcessor(
         backend,

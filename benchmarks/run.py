@@ -9,13 +9,14 @@ raw client loop, conveyor's `StreamProcessor` (concurrency 1, and 64 with a 1 ms
 handler), the bare backend loop (diagnostic), FastStream's per-message and batch
 subscribers, the old module's loop (Redis), c=1 with metrics and with tracing on beside
 FastStream's per-message handler with its Prometheus and OpenTelemetry middlewares
-(`benchmarks/observed.py`), publish throughput (one by one and batched, vs the raw
-client's batched publish), then once: publish-to-handler latency at 200 msg/s
-(Redis, NATS) and the peak RSS of a consumer draining a large Redis backlog. SQLite has no
-raw client to compare with: its rows stand beside litequeue and persist-queue doing the
-same work, with publish-to-handler latency across processes and an idle consumer's CPU in
-each wake-up mode. Every result is verified (N handled, none pending); the medians go to a
-table, JSON and a PNG chart.
+(`benchmarks/observed.py`), c=1 with pydantic- and msgspec-typed handlers beside
+FastStream's pydantic-typed one on Redis (`benchmarks/typed_rows.py`), publish throughput
+(one by one and batched, vs the raw client's batched publish), then once: publish-to-handler
+latency at 200 msg/s (Redis, NATS) and the peak RSS of a consumer draining a large Redis
+backlog. SQLite has no raw client to compare with: its rows stand beside litequeue and
+persist-queue doing the same work, with publish-to-handler latency across processes and an
+idle consumer's CPU in each wake-up mode. Every result is verified (N handled, none
+pending); the medians go to a table, JSON and a PNG chart.
 
 Brokers: ``CONVEYOR_BENCH_REDIS_URL`` (default redis://127.0.0.1:6379/0),
 ``CONVEYOR_BENCH_NATS_URL`` (default nats://127.0.0.1:4222) and
@@ -43,7 +44,7 @@ from typing import Any
 # `python benchmarks/run.py` puts benchmarks/ on sys.path; the modules import as a package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import observed, report, suites
+from benchmarks import observed, report, suites, typed_rows
 from benchmarks.common import BenchResult, Config, unique
 from benchmarks.suites import log
 from redis.asyncio import Redis
@@ -170,7 +171,11 @@ def main() -> None:
         "kafka": ["conveyor c=1"],
     }
     plain = {b: c1[b] for b in backends if b in c1}
-    found = [*report.targets(rows, plain), *observed.targets(rows, plain)]
+    found = [
+        *report.targets(rows, plain),
+        *observed.targets(rows, plain),
+        *typed_rows.targets(rows, plain),
+    ]
     table = report.markdown(rows, found, cfg.rounds)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     header = (

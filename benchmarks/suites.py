@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    anchors,
     conveyor_runs,
     faststream_runs,
     observed,
     old_redis_loop,
+    publish_runs,
     raw_kafka,
     raw_nats,
     raw_redis,
     rss_drain,
     sqlite_runs,
+    typed_rows,
 )
 from benchmarks.common import BenchResult, Config, unique
 from redis.asyncio import Redis
@@ -110,7 +113,7 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
     text = Redis.from_url(url, decode_responses=True)
     info: Any = await raw.info("server")
     versions["redis-server"] = str(info["redis_version"])
-    fields_url = _with(url, key_prefix=prefix)
+    fields_url = _with(url, key_prefix=prefix, payload_format="fields")
     json_url = _with(url, key_prefix=prefix, payload_format="json")
     fields = await conveyor.connect(fields_url)
     as_json = await conveyor.connect(json_url)
@@ -152,6 +155,19 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
 
         return variant
 
+    def typed_engine(backend: Any, fmt: str, kind: typed_rows.Kind) -> Variant:
+        async def variant() -> list[BenchResult]:
+            stream = unique("engine")
+            result = await typed_rows.conveyor_row(kind, backend, backend, "redis", stream, n)
+            return [_renamed(result, f"[{fmt}]")]
+
+        return variant
+
+    async def typed_faststream() -> list[BenchResult]:
+        key = prefix + unique("fs")
+        run = functools.partial(faststream_runs.consume_redis, url, key, cfg.slow_messages)
+        return [await typed_rows.faststream_row(run)]
+
     async def loop() -> list[BenchResult]:
         result = await conveyor_runs.backend_loop(as_json, as_json, "redis", unique("loop"), n)
         return [_renamed(result, "[json]")]
@@ -170,10 +186,19 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         return variant
 
     async def publish() -> list[BenchResult]:
-        out = [await measure_publish(fields, "redis", n=cfg.publish_one_by_one, batch=None)]
+        out = [await measure_publish(as_json, "redis", n=cfg.publish_one_by_one, batch=None)]
         out.append(_renamed(await measure_publish(fields, "redis", n=n, batch=500), "[fields]"))
         out.append(_renamed(await measure_publish(as_json, "redis", n=n, batch=500), "[json]"))
         return out
+
+    async def concurrent() -> list[BenchResult]:
+        return [
+            _renamed(await publish_runs.conveyor_concurrent(fields, "redis", n), "[fields]"),
+            _renamed(await publish_runs.conveyor_concurrent(as_json, "redis", n), "[json]"),
+        ]
+
+    async def faststream_publish() -> list[BenchResult]:
+        return [await publish_runs.faststream_redis(url, prefix + unique("fspub"), n)]
 
     variants: dict[str, Variant] = {
         "raw": raw_pair,
@@ -186,6 +211,9 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         "FastStream per-message": faststream(False),
         "FastStream batch": faststream(True),
         "publish": publish,
+        "publish concurrent": concurrent,
+        "FastStream publish concurrent": faststream_publish,
+        **_anchor_variants("redis", n),
     }
     for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
         for fmt, backend in (("fields", fields), ("json", as_json)):
@@ -193,13 +221,19 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
                 backend, fmt, kind
             )
         variants[observed.faststream_name(kind)] = observed_faststream(kind)
+    for typed in typed_rows.KINDS:  # c=1 with pydantic, msgspec handlers; FastStream pydantic
+        for fmt, backend in (("fields", fields), ("json", as_json)):
+            variants[f"{typed_rows.conveyor_name(typed)} [{fmt}]"] = typed_engine(
+                backend, fmt, typed
+            )
+    variants[typed_rows.faststream_name()] = typed_faststream
     try:
         results = await _rounds("redis", variants, cfg)
         if cfg.latency_seconds > 0 and cfg.wanted("latency"):
             results += await guarded(
                 "redis",
                 "latency",
-                lambda: one(measure_latency(fields, "redis", seconds=cfg.latency_seconds)),
+                lambda: one(measure_latency(as_json, "redis", seconds=cfg.latency_seconds)),
             )
         if cfg.rss_messages > 0 and cfg.wanted("rss"):
             results += await guarded(
@@ -218,6 +252,21 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
 
 async def one(result: Awaitable[BenchResult]) -> list[BenchResult]:
     return [await result]
+
+
+def _anchor_variants(label: str, n: int) -> dict[str, Variant]:
+    """The bare event-loop rows, run among each broker's variants (interleaved with its
+    c=64 rows); on uvloop too where it is installed."""
+
+    async def on_uvloop() -> list[BenchResult]:
+        if anchors.running_on_uvloop():  # a uvloop run: "bare loop" is that row already
+            return []
+        return [await anchors.bare_sleepers(label, n, in_uvloop=True)]
+
+    variants: dict[str, Variant] = {"bare loop": lambda: one(anchors.bare_sleepers(label, n))}
+    if anchors.uvloop_installed():
+        variants["bare uvloop"] = on_uvloop
+    return variants
 
 
 async def _drop_redis_keys(client: Redis, prefix: str) -> None:
@@ -295,6 +344,14 @@ async def bench_nats(url: str, cfg: Config, versions: dict[str, str]) -> list[Be
         one = await measure_publish(backend, "nats", n=cfg.publish_one_by_one, batch=None)
         return [one, await measure_publish(backend, "nats", n=n, batch=500)]
 
+    async def concurrent() -> list[BenchResult]:
+        return [await publish_runs.conveyor_concurrent(backend, "nats", n)]
+
+    async def faststream_publish() -> list[BenchResult]:
+        stream = unique("fspub")
+        name, subject = backend.stream_name(stream), backend.subject(stream)
+        return [await publish_runs.faststream_nats(url, name, subject, n)]
+
     variants: dict[str, Variant] = {
         "raw": raw_pair,
         "conveyor c=1": engine(),
@@ -303,6 +360,9 @@ async def bench_nats(url: str, cfg: Config, versions: dict[str, str]) -> list[Be
         "FastStream per-message": faststream(False),
         "FastStream batch": faststream(True),
         "publish": publish,
+        "publish concurrent": concurrent,
+        "FastStream publish concurrent": faststream_publish,
+        **_anchor_variants("nats", n),
     }
     for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
         variants[observed.conveyor_name(kind)] = observed_engine(kind)
@@ -398,6 +458,15 @@ async def bench_kafka(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         async with conveyor.connect(url) as backend:
             return [one, await measure_publish(backend, "kafka", n=n, batch=500)]
 
+    async def concurrent() -> list[BenchResult]:
+        async with conveyor.connect(url) as backend:
+            return [await publish_runs.conveyor_concurrent(backend, "kafka", n)]
+
+    async def faststream_publish() -> list[BenchResult]:
+        topic = topic_name(prefix + unique("fspub"))
+        await raw_kafka.create_topic(settings, topic)
+        return [await publish_runs.faststream_kafka(settings, topic, n)]
+
     variants: dict[str, Variant] = {
         "raw": raw_pair,
         "conveyor c=1": engine(),
@@ -406,6 +475,9 @@ async def bench_kafka(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         "FastStream per-message": faststream(False),
         "FastStream batch": faststream(True),
         "publish": publish,
+        "publish concurrent": concurrent,
+        "FastStream publish concurrent": faststream_publish,
+        **_anchor_variants("kafka", n),
     }
     for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
         variants[observed.conveyor_name(kind)] = observed_engine(kind)
@@ -466,6 +538,9 @@ async def bench_sqlite(cfg: Config, versions: dict[str, str]) -> list[BenchResul
         one = await measure_publish(backend, "sqlite", n=cfg.publish_one_by_one, batch=None)
         return [one, await measure_publish(backend, "sqlite", n=n, batch=500)]
 
+    async def concurrent() -> list[BenchResult]:
+        return [await publish_runs.conveyor_concurrent(backend, "sqlite", n)]
+
     def peer(run: Callable[[Path, int], Awaitable[list[BenchResult]]]) -> Variant:
         async def variant() -> list[BenchResult]:
             # litequeue's pop scans for the oldest ready row: its rate falls as the
@@ -480,6 +555,8 @@ async def bench_sqlite(cfg: Config, versions: dict[str, str]) -> list[BenchResul
         "conveyor c=64 io=1ms": engine(64, 0.001),
         "conveyor backend loop": loop,
         "publish": publish,
+        "publish concurrent": concurrent,
+        **_anchor_variants("sqlite", n),
         "litequeue": peer(sqlite_runs.litequeue_pair),
         "persist-queue": peer(sqlite_runs.persist_queue_pair),
     }

@@ -112,7 +112,7 @@ class EngineEnv:
     features: Features
     claim_idle: float
     publish_raw: Callable[[str, bytes], Awaitable[None]]
-    delete_stream: Callable[[str], Awaitable[None]] | None
+    delete_stream: Callable[[str], Awaitable[object]] | None
     opened: list[StreamBackend] = field(default_factory=list)
     open_another: Callable[[], Awaitable[StreamBackend]] | None = None
 

@@ -24,8 +24,8 @@ class Timing(conveyor.Middleware):
         outcome = "success"
         try:
             await call_next(message)  # the next middleware, at the end the handler
-        except Exception:
-            outcome = context.failure_outcome(message)  # "retry" or "dead_letter"
+        except Exception as exc:
+            outcome = context.failure_outcome(message, exc)  # "retry" or "dead_letter"
             raise
         finally:
             took = (time.perf_counter() - started) * 1000

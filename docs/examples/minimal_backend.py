@@ -47,10 +47,10 @@ class DictBackend(BaseBackend):
 
     def __init__(self, streams: dict[str, Stream] | None = None) -> None:
         super().__init__()
-        self.streams = {} if streams is None else streams  # share it to share "the broker"
+        self.store = {} if streams is None else streams  # share it to share "the broker"
 
     def stream(self, name: str) -> Stream:
-        return self.streams.setdefault(name, Stream())
+        return self.store.setdefault(name, Stream())
 
     async def _open_consumer(
         self, stream: str, group: str, consumer: str, options: ConsumerOptions
@@ -73,7 +73,7 @@ class DictBackend(BaseBackend):
         return [str(first + i) for i in range(len(payloads))]
 
     async def _group_info(self, stream: str, group: str) -> GroupInfo:
-        state = self.streams.get(stream)
+        state = self.store.get(stream)
         if state is None or group not in state.groups:
             raise GroupNotFoundError(f"no group {group!r} on {stream!r}")
         info = state.groups[group]
@@ -81,7 +81,7 @@ class DictBackend(BaseBackend):
         return GroupInfo(stream, group, len(info["pending"]), lag, len(state.entries))
 
     async def _peek(self, stream: str, count: int) -> list[Message]:
-        entries = self.streams[stream].entries if stream in self.streams else []
+        entries = self.store[stream].entries if stream in self.store else []
         first = max(0, len(entries) - count)
         return [message(stream, i, entries[i], 0) for i in range(first, len(entries))]
 
@@ -102,7 +102,7 @@ class DictSession(BaseSession):
 
     def state(self) -> tuple[Stream, dict[str, Any]]:
         self._check_open()
-        state = self.backend.streams.get(self.stream)
+        state = self.backend.store.get(self.stream)
         if state is None or self.group not in state.groups:
             raise GroupNotFoundError(f"no group {self.group!r} on {self.stream!r}")
         return state, state.groups[self.group]
@@ -137,7 +137,7 @@ class DictSession(BaseSession):
 
     async def ack(self, messages: Sequence[Message]) -> None:
         self._check_open()
-        state = self.backend.streams.get(self.stream)
+        state = self.backend.store.get(self.stream)
         if state is not None and self.group in state.groups:
             for msg in messages:
                 state.groups[self.group]["pending"].pop(int(msg.id), None)
@@ -172,6 +172,6 @@ class DictSession(BaseSession):
         return str(len(dead.entries) - 1)
 
     async def _close(self) -> None:
-        state = self.backend.streams.get(self.stream)
+        state = self.backend.store.get(self.stream)
         if state is not None:
             state.arrived.set()  # a blocked read returns (and finds the session closed)

@@ -13,6 +13,7 @@ async with conveyor.connect("memory://") as backend:
 """
 
 from conveyor.app import App
+from conveyor.discovery import StreamInfo
 from conveyor.dlq import DeadLetters
 from conveyor.errors import ConveyorError
 from conveyor.message import Message
@@ -48,6 +49,7 @@ __all__ = [
     "Producer",
     "Router",
     "StreamBackend",
+    "StreamInfo",
     "StreamProcessor",
     "StreamStorageProtocol",
     "available_backends",

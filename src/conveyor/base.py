@@ -2,9 +2,11 @@
 
 httpx's ``AsyncBaseTransport`` is the model: a backend subclasses `BaseBackend` and writes
 only what talks to its broker (`_open_consumer`, `_publish_many`, `_group_info`,
-`_peek`, `_close`); sessions subclass `BaseSession`. The base gives them ``async with``,
+`_peek`, `_close`; optionally `_range`, `_delete`, `_delete_stream`, `_streams`,
+`_groups`); sessions subclass `BaseSession`. The base gives them ``async with``,
 idempotent closing (a backend closes its sessions first), closed-state checks, argument
-validation, `publish` over `_publish_many`, and the seed's three methods over sessions.
+validation, `publish` over `_publish_many` (concurrent publishes gathered into batches by
+`conveyor.coalesce`), and the seed's three methods over sessions.
 A backend may also implement `conveyor.protocol.StreamBackend` without this class.
 """
 
@@ -19,6 +21,8 @@ from typing import Any
 
 from typing_extensions import Self
 
+from conveyor.coalesce import Coalescer
+from conveyor.discovery import StreamInfo
 from conveyor.errors import (
     BackendClosedError,
     ConfigurationError,
@@ -36,6 +40,7 @@ from conveyor.middleware import (
 )
 from conveyor.opening import Opening
 from conveyor.protocol import Capabilities, ConsumerSession, GroupInfo, StartPosition
+from conveyor.typed import Payload, to_payload
 
 __all__ = [
     "SEED_CONSUMER",
@@ -201,11 +206,14 @@ class BaseBackend(_Lifecycle, ABC):
     # -- lifecycle -------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close every open session (never acknowledging anything), then the backend's
+        """Fail queued publishes (`BackendClosedError`) and let those in flight finish,
+        close every open session (never acknowledging anything), then the backend's
         connections. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._coalescer is not None:  # queued publishes fail, those in flight finish
+            await self._coalescer.aclose()
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             try:
@@ -262,31 +270,37 @@ class BaseBackend(_Lifecycle, ABC):
     # -- publishing and inspection ---------------------------------------------------
 
     async def publish(
-        self, stream: str, data: dict[str, Any], *, headers: Mapping[str, str] | None = None
+        self, stream: str, data: Payload, *, headers: Mapping[str, str] | None = None
     ) -> str:
-        """Append one payload (with `headers`); return its id once the broker stored it."""
+        """Append one payload (with `headers`); return its id once the broker stored it.
+
+        `data` is a dict, or a pydantic model, msgspec Struct or dataclass instance
+        (`conveyor.typed`), sent as its JSON-mode dict."""
         self._check_open()
         check_name("stream name", stream)
+        if type(data) is not dict:
+            data = to_payload(data)
         checked = check_headers(headers)
         if self._publish_chain is not None:
             request = PublishRequest(stream, [data], [checked], self.capabilities.name)
             return (await self._publish_chain(request))[0]
-        ids = await self._publish_many(stream, [data], [checked] if checked else None)
-        return ids[0]
+        return await self._publish_one(stream, data, checked)
 
     async def publish_many(
         self,
         stream: str,
-        items: Sequence[dict[str, Any]],
+        items: Sequence[Payload],
         *,
         headers: Sequence[Mapping[str, str] | None] | None = None,
     ) -> list[str]:
-        """Append payloads in as few round trips as the broker allows; ids in order."""
+        """Append payloads (as `publish` takes them) in as few round trips as the broker
+        allows; ids in order."""
         self._check_open()
         check_name("stream name", stream)
         checked = check_headers_list(headers, len(items))
         if not items:
             return []
+        items = [item if type(item) is dict else to_payload(item) for item in items]
         if self._publish_chain is not None:
             request = PublishRequest(stream, list(items), checked, self.capabilities.name)
             return await self._publish_chain(request)
@@ -317,7 +331,27 @@ class BaseBackend(_Lifecycle, ABC):
 
     async def _publish_request(self, request: PublishRequest) -> list[str]:
         headers = check_headers_list(request.headers, len(request.items))  # theirs too
+        if len(request.items) == 1:
+            one = headers[0] if headers else {}
+            return [await self._publish_one(request.stream, request.items[0], one)]
         return await self._publish_many(request.stream, request.items, headers)
+
+    # -- publish coalescing (see conveyor.coalesce) ----------------------------------
+
+    #: Gather concurrent one-message publishes into one `_publish_many` per round trip
+    #: (`conveyor.coalesce.Coalescer`). A backend whose client already batches
+    #: concurrent sends itself may set it to False.
+    coalesce_publishes: bool = True
+    _coalescer: Coalescer | None = None
+
+    async def _publish_one(self, stream: str, data: dict[str, Any], headers: dict[str, str]) -> str:
+        """One message (`headers` checked, ``{}`` for none), with the concurrent others."""
+        if not self.coalesce_publishes:
+            return (await self._publish_many(stream, [data], [headers] if headers else None))[0]
+        coalescer = self._coalescer
+        if coalescer is None:
+            coalescer = self._coalescer = Coalescer(self._publish_many)
+        return await coalescer.publish(stream, data, headers)
 
     @abstractmethod
     async def _publish_many(
@@ -385,6 +419,51 @@ class BaseBackend(_Lifecycle, ABC):
 
     async def _delete(self, stream: str, ids: list[str]) -> int:
         raise NotImplementedError(f"{self.capabilities.name} cannot delete single entries")
+
+    async def delete_stream(self, stream: str) -> bool:
+        """Delete `stream` with all its entries and consumer groups; True when it existed.
+        Sessions open on it get `GroupNotFoundError` from their next call, as for a stream
+        deleted by anyone (a `StreamProcessor` then recreates its group).
+
+        Raises:
+            NotImplementedError: the backend cannot delete streams.
+        """
+        self._check_open()
+        return await self._delete_stream(check_name("stream name", stream))
+
+    async def _delete_stream(self, stream: str) -> bool:
+        raise NotImplementedError(f"{self.capabilities.name} cannot delete streams")
+
+    # -- discovery (see conveyor.discovery) ------------------------------------------
+
+    async def streams(self) -> list[StreamInfo]:
+        """Every stream this backend can address, sorted by name: its length, groups and
+        oldest entry's time where the broker says (`conveyor.discovery.StreamInfo`).
+        Dead-letter streams are listed too (`StreamInfo.dead_letter_of`).
+
+        Raises:
+            NotImplementedError: the backend cannot list its streams.
+        """
+        self._check_open()
+        return sorted(await self._streams(), key=lambda info: info.name)
+
+    async def _streams(self) -> list[StreamInfo]:
+        raise NotImplementedError(f"{self.capabilities.name} cannot list its streams")
+
+    async def groups(self, stream: str) -> list[str]:
+        """The names of `stream`'s consumer groups, sorted; ``[]`` for a missing stream.
+
+        Raises:
+            NotImplementedError: the backend cannot list groups.
+        """
+        self._check_open()
+        return sorted(await self._groups(check_name("stream name", stream)))
+
+    async def _groups(self, stream: str) -> list[str]:
+        """By default the groups `_streams` lists for `stream`; override where one
+        stream's groups cost less to ask for."""
+        found = next((i for i in await self._streams() if i.name == stream), None)
+        return [] if found is None else list(found.groups)
 
     # -- the seed protocol, over sessions --------------------------------------------
 

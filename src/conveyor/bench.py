@@ -1,19 +1,25 @@
 """``conveyor bench``: measure conveyor on your own broker, through the public API only.
 
 Every measurement checks its own result afterwards — exactly N messages handled and none
-left pending in the group — because a fast wrong answer is not a result.
+left pending in the group — because a fast wrong answer is not a result. Each works on a
+fresh stream, named in its result's ``notes["stream"]``; `run_suite` deletes them at the
+end unless asked to keep them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from conveyor.cleanup import remove_streams
+from conveyor.errors import ConfigurationError
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
@@ -27,6 +33,8 @@ __all__ = [
     "preload",
     "run_suite",
 ]
+
+log = logging.getLogger("conveyor.bench")
 
 
 @dataclass
@@ -70,8 +78,16 @@ async def preload(backend: StreamBackend, stream: str, n: int, *, size: int = 25
         )
 
 
+#: The streams `_fresh` named in this context (`run_suite` deletes them at the end).
+_CREATED: ContextVar[list[str] | None] = ContextVar("conveyor_bench_created", default=None)
+
+
 def _fresh(prefix: str) -> str:
-    return f"bench.{prefix}.{uuid.uuid4().hex[:8]}"
+    stream = f"bench.{prefix}.{uuid.uuid4().hex[:8]}"
+    created = _CREATED.get()
+    if created is not None:
+        created += [stream, f"{stream}.dead"]
+    return stream
 
 
 async def _verify(backend: StreamBackend, stream: str, group: str, handled: int, n: int) -> bool:
@@ -90,7 +106,13 @@ async def measure_consume(
     size: int = 256,
     timeout: float = 600.0,
 ) -> BenchResult:
-    """Drain an `n`-message backlog with a processor; handler does `io_seconds` of I/O."""
+    """Drain an `n`-message backlog with a processor; handler does `io_seconds` of I/O.
+
+    Raises:
+        ConfigurationError: `n` < 1 (there would be nothing to wait for).
+    """
+    if n < 1:
+        raise ConfigurationError(f"n must be >= 1, got {n!r}")
     stream = _fresh("consume")
     await preload(backend, stream, n, size=size)
     handled = 0
@@ -160,7 +182,9 @@ async def measure_publish(
             seen += len(got)
             await session.ack(got)
     name = "publish one by one" if batch is None else f"publish_many x{batch}"
-    return BenchResult(name, label, n, seconds, rate=n / seconds, verified=seen == n)
+    return BenchResult(
+        name, label, n, seconds, rate=n / seconds, verified=seen == n, notes={"stream": stream}
+    )
 
 
 async def measure_latency(
@@ -173,7 +197,7 @@ async def measure_latency(
 ) -> BenchResult:
     """Publish at `rate` msg/s for `seconds`; p50/p99 of publish→handler latency."""
     stream = _fresh("latency")
-    n = int(rate * seconds)
+    n = max(2, int(rate * seconds))  # two at least: percentiles need two points
     latencies: list[float] = []
     done = asyncio.Event()
 
@@ -208,7 +232,7 @@ async def measure_latency(
         p50_ms=q[49] * 1000,
         p99_ms=q[98] * 1000,
         verified=ok,
-        notes={"rate": rate},
+        notes={"rate": rate, "stream": stream},
     )
 
 
@@ -218,8 +242,18 @@ async def run_suite(
     n: int = 50_000,
     latency_seconds: float = 10.0,
     progress: Callable[[BenchResult], None] | None = None,
+    keep: bool = False,
 ) -> list[BenchResult]:
-    """Every measurement of ``conveyor bench`` against one URL."""
+    """Every measurement of ``conveyor bench`` against one URL. Unless `keep`, the streams
+    the measurements created are deleted at the end (also after a failed measurement).
+
+    Raises:
+        ConfigurationError: `n` < 1 or `latency_seconds` < 0.
+    """
+    if n < 1:
+        raise ConfigurationError(f"n must be >= 1, got {n!r}")
+    if latency_seconds < 0:
+        raise ConfigurationError(f"latency_seconds must be >= 0, got {latency_seconds!r}")
     label = url.split("://", 1)[0]
     results: list[BenchResult] = []
 
@@ -228,11 +262,27 @@ async def run_suite(
         if progress is not None:
             progress(result)
 
-    async with connect(url) as backend:
-        record(await measure_consume(backend, label, n=n))
-        record(await measure_consume(backend, label, n=n, concurrency=64, io_seconds=0.001))
-        record(await measure_publish(backend, label, n=min(n, 20_000), batch=None))
-        record(await measure_publish(backend, label, n=n, batch=500))
-        if latency_seconds > 0:
-            record(await measure_latency(backend, label, seconds=latency_seconds))
+    created: list[str] = []
+    token = _CREATED.set(created)
+    try:
+        async with connect(url) as backend:
+            try:
+                record(await measure_consume(backend, label, n=n))
+                record(await measure_consume(backend, label, n=n, concurrency=64, io_seconds=0.001))
+                record(await measure_publish(backend, label, n=min(n, 20_000), batch=None))
+                record(await measure_publish(backend, label, n=n, batch=500))
+                if latency_seconds > 0:
+                    record(await measure_latency(backend, label, seconds=latency_seconds))
+            finally:
+                if not keep:
+                    await _remove(backend, created)
+    finally:
+        _CREATED.reset(token)
     return results
+
+
+async def _remove(backend: StreamBackend, streams: list[str]) -> None:
+    try:
+        await remove_streams(backend, streams)
+    except NotImplementedError as exc:
+        log.warning("the bench streams stay on the broker: %s", exc)

@@ -1,4 +1,4 @@
-"""Payload codec: JSON-compatible dicts, validated, and the seed's field encoding.
+"""Payload JSON: what conveyor publishes, validated, and the seed's field encoding.
 
 Payloads are dicts of JSON values (str, int, float, bool, None, lists, nested dicts). Every
 backend must round-trip them exactly, so `validate_payload` rejects what JSON cannot carry
@@ -7,30 +7,175 @@ backend must round-trip them exactly, so `validate_payload` rejects what JSON ca
 `encode_fields` / `decode_fields` are the old Redis module's codec: string values stored as
 they are, anything else as ``json:``-prefixed JSON. Strings that themselves start with
 ``json:`` are stored JSON-encoded so that they round-trip too.
+
+JSON itself is written and read by orjson when it is installed (``pip install
+'conveyor[orjson]'``), else by the standard library, with the same meaning either way:
+what orjson handles differently (integers beyond 64 bits, lone surrogates, ``NaN`` and
+``Infinity`` literals written by other producers) goes through the standard library (a
+parse that yields a float beyond 2⁶³, which may have been such an integer, is redone), so
+a payload decodes to the same value and an invalid one raises the same error whichever is
+installed. `json_library` says which is in use; `use_json_library` picks one (tests run
+both).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from json.scanner import make_scanner
+from typing import Any, Literal
 
-from conveyor.errors import DecodeError, UnserializablePayloadError
+from conveyor.errors import ConfigurationError, DecodeError, UnserializablePayloadError
+
+try:  # the conveyor[orjson] extra
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    _orjson = None  # type: ignore[assignment]
 
 __all__ = [
     "JSON_PREFIX",
+    "JsonLibrary",
     "decode_fields",
     "decode_json",
     "encode_fields",
     "encode_json",
+    "encode_json_bytes",
+    "json_library",
+    "parse_json",
+    "use_json_library",
     "validate_payload",
 ]
 
 JSON_PREFIX = "json:"
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_loads = json.loads
+JsonLibrary = Literal["orjson", "json"]
+
+_std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_std_loads = json.loads
+#: orjson reads integers beyond 64 bits as floats: a parse that yields a float this large
+#: (maybe such an integer, maybe a float) is done again by the standard library.
+_HUGE = float(2**63)
+
+
+def _std_dumps_bytes(value: Any) -> bytes:
+    try:
+        return _std_dumps(value).encode()
+    except UnicodeEncodeError as exc:
+        raise UnserializablePayloadError(
+            f"payload holds text that is not valid Unicode (a lone surrogate): {exc}"
+        ) from None
+
+
+# The decoder's C scanner without json.loads' wrappers: ~4x less overhead per value,
+# which matters with one JSON value per field. Same grammar as json.loads.
+_scan: Callable[[str, int], tuple[Any, int]] = make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types the class, not its use
+)
+
+
+def _std_parse(raw: str | bytes) -> Any:
+    """``json.loads(raw)``, faster for the compact JSON conveyor writes."""
+    if type(raw) is str:
+        text = raw
+    else:
+        try:
+            text = raw.decode()  # type: ignore[union-attr]
+        except UnicodeDecodeError:  # maybe UTF-16/32: json.loads detects it, or raises
+            return _std_loads(raw)
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # leading whitespace or a BOM, or not JSON: json.loads decides
+        return _std_loads(raw)
+    if end != len(text):  # trailing whitespace, or extra data
+        return _std_loads(raw)
+    return value
+
+
+def _or_dumps(value: Any) -> str:
+    try:
+        return _orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: a big int, a lone surrogate
+        return _std_dumps(value)
+
+
+def _or_dumps_bytes(value: Any) -> bytes:
+    try:
+        return _orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: a big int, a lone surrogate
+        return _std_dumps_bytes(value)
+
+
+def _or_parse(text: str | bytes) -> Any:
+    try:
+        value = _orjson.loads(text)
+    except ValueError:  # orjson.JSONDecodeError: NaN/Infinity, lone surrogates, not JSON
+        return _std_loads(text)  # the same value, or the standard library's error
+    if _has_huge_float(value):
+        return _std_loads(text)
+    return value
+
+
+def _has_huge_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return value >= _HUGE or value <= -_HUGE  # type: ignore[no-any-return]
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:
+        kind = type(item)
+        if kind is float:
+            if item >= _HUGE or item <= -_HUGE:
+                return True
+        elif (kind is dict or kind is list) and _has_huge_float(item):
+            return True
+    return False
+
+
+_dumps: Callable[[Any], str] = _std_dumps
+_dumps_bytes: Callable[[Any], bytes] = _std_dumps_bytes
+_loads: Callable[[str | bytes], Any] = _std_parse
+_library: JsonLibrary = "json"
+
+
+def use_json_library(library: JsonLibrary | None = None) -> JsonLibrary:
+    """Write and read JSON with `library` (None: orjson when installed, else the standard
+    library); returns the one now in use.
+
+    Raises:
+        ConfigurationError: ``"orjson"`` asked where it is not installed, or an unknown
+            name.
+    """
+    global _dumps, _dumps_bytes, _loads, _library
+    if library is None:
+        library = "json" if _orjson is None else "orjson"
+    if library == "orjson":
+        if _orjson is None:
+            raise ConfigurationError("orjson is not installed: pip install 'conveyor[orjson]'")
+        _dumps, _dumps_bytes, _loads = _or_dumps, _or_dumps_bytes, _or_parse
+    elif library == "json":
+        _dumps, _dumps_bytes, _loads = _std_dumps, _std_dumps_bytes, _std_parse
+    else:
+        raise ConfigurationError(f"JSON library must be 'orjson' or 'json', got {library!r}")
+    _library = library
+    return library
+
+
+def json_library() -> JsonLibrary:
+    """The JSON library in use: ``"orjson"`` or ``"json"`` (the standard library)."""
+    return _library
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Parse one JSON value (the library in use; same result either way).
+
+    Raises:
+        ValueError: not JSON (`json.JSONDecodeError`), or bytes that are not UTF-8
+            (`UnicodeDecodeError`).
+    """
+    return _loads(text)
 
 
 def _check(value: object, path: str) -> None:
@@ -59,29 +204,47 @@ def _check(value: object, path: str) -> None:
     )
 
 
-_SCALARS = frozenset({str, int, bool, type(None)})
+def _valid_dict(value: dict[Any, Any]) -> bool:
+    """Fast check, no paths: the common case of a valid payload costs little. (Exact
+    types only: subclasses such as enums or named tuples are refused; ``x - x != 0.0``
+    is true for NaN and the infinities only.)"""
+    for key, item in value.items():
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if item - item != 0.0:
+                return False
+        elif kind is dict:
+            if not _valid_dict(item):
+                return False
+        elif kind is list:
+            if not _valid_list(item):
+                return False
+        else:
+            return False
+    return True
 
 
-def _valid(value: object) -> bool:
-    """Fast check, no paths: the common case of a valid payload costs little."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return True
-    if kind is float:
-        return math.isfinite(value)  # type: ignore[arg-type]
-    if kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str:
+def _valid_list(value: list[Any]) -> bool:
+    for item in value:
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if item - item != 0.0:
                 return False
-            kind = type(item)
-            if kind is str or kind is int:
-                continue
-            if not _valid(item):
+        elif kind is dict:
+            if not _valid_dict(item):
                 return False
-        return True
-    if kind is list:
-        return all(_valid(item) for item in value)  # type: ignore[attr-defined]
-    return False
+        elif kind is list:
+            if not _valid_list(item):
+                return False
+        else:
+            return False
+    return True
 
 
 def validate_payload(data: object) -> dict[str, Any]:
@@ -92,7 +255,7 @@ def validate_payload(data: object) -> dict[str, Any]:
     """
     if type(data) is not dict:
         raise UnserializablePayloadError(f"payload must be a dict, got {type(data).__name__}")
-    if not _valid(data):
+    if not _valid_dict(data):
         _check(data, "")  # raises, naming the key path
     return data
 
@@ -106,6 +269,17 @@ def encode_json(data: dict[str, Any]) -> str:
     """
     validate_payload(data)
     return _dumps(data)
+
+
+def encode_json_bytes(data: dict[str, Any]) -> bytes:
+    """`encode_json` as UTF-8 bytes.
+
+    Raises:
+        UnserializablePayloadError: as `encode_json`, or text that UTF-8 cannot carry
+            (a lone surrogate).
+    """
+    validate_payload(data)
+    return _dumps_bytes(data)
 
 
 def decode_json(text: str | bytes) -> dict[str, Any]:
@@ -164,3 +338,6 @@ def decode_fields(fields: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[str
         else:
             out[key] = value
     return out
+
+
+use_json_library()

@@ -3,7 +3,9 @@
 Publishes `count` order events while a group of processors consumes them with
 concurrency; some orders fail once (retried), one is poison (dead-lettered). Shows a
 progress bar and ends with a summary table; returns True when every order was accounted
-for exactly (handled once or dead-lettered, nothing left pending).
+for exactly (handled once or dead-lettered, nothing left pending). Then it deletes the
+streams it created (the orders and their dead letters) unless `keep`: a stream named by
+the caller is deleted only when it did not exist before the demo.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from conveyor.cleanup import absent, remove_streams
+from conveyor.errors import ConfigurationError
 from conveyor.message import Message
 from conveyor.processor import StreamProcessor
+from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
 
 __all__ = ["POISON_ORDER", "run_demo"]
@@ -52,6 +57,17 @@ def _order(order_id: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
+async def _clean_up(backend: StreamBackend, streams: list[str]) -> str | None:
+    """Delete the demo's streams; a line saying so (or why they stay)."""
+    try:
+        removed = await remove_streams(backend, streams)
+    except NotImplementedError as exc:
+        return f"left the demo's streams on the broker: {exc}"
+    if removed:
+        return f"deleted the demo's streams {', '.join(removed)} (--keep leaves them)"
+    return None
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -68,11 +84,24 @@ async def run_demo(
     concurrency: int = 16,
     stream: str | None = None,
     console: Console | None = None,
+    keep: bool = False,
 ) -> bool:
-    """Run the demo; return True when every order is accounted for."""
+    """Run the demo; return True when every order is accounted for. Unless `keep`, the
+    streams it created are deleted at the end (a `stream` that existed before is kept).
+
+    Raises:
+        ConfigurationError: `count` <= `POISON_ORDER`, or `workers` or `concurrency` < 1.
+    """
     if count < POISON_ORDER + 1:
-        raise ValueError(f"count must be > {POISON_ORDER}")
+        raise ConfigurationError(
+            f"count must be at least {POISON_ORDER + 1} (order {POISON_ORDER} is the poison"
+            f" message), got {count!r}"
+        )
+    for option, number in (("workers", workers), ("concurrency", concurrency)):
+        if number < 1:
+            raise ConfigurationError(f"{option} must be >= 1, got {number!r}")
     console = console or Console()
+    named = stream is not None
     stream = stream or f"demo.orders.{uuid.uuid4().hex[:8]}"
     group = "fulfilment"
     rng = random.Random(42)
@@ -81,71 +110,81 @@ async def run_demo(
     finished = asyncio.Event()
 
     async with connect(url) as backend:
-        progress = Progress(
-            TextColumn("[bold]orders"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        task = progress.add_task("orders", total=count)
-        processors: list[StreamProcessor] = []
-
-        def account() -> None:
-            dead = sum(p.stats.dead_lettered for p in processors)
-            progress.update(task, completed=len(handled) + dead)
-            if len(handled) + dead >= count:
-                finished.set()
-
-        async def fulfil(message: Message) -> None:
-            order = message.data
-            await asyncio.sleep(0.0005)  # the "payment gateway" call
-            if order["order_id"] == POISON_ORDER:
-                raise PaymentDeclined(f"card of order {POISON_ORDER} declined permanently")
-            if order["order_id"] % _FLAKY_EVERY == 7 and message.delivery_count == 1:
-                raise GatewayTimeout("payment gateway timed out")
-            handled[order["order_id"]] = handled.get(order["order_id"], 0) + 1
-            latencies.append(time.time() - order["published_at"])
-            account()
-
-        for index in range(workers):
-            processor = StreamProcessor(
-                backend,
-                stream,
-                group,
-                f"demo-worker-{index}",
-                batch_count=100,
-                concurrency=concurrency,
-                retry_delay=0.05,
-                max_deliveries=3,
-                claim_idle=30.0,
-                poll_interval=0.5,
+        created = [stream, f"{stream}.dead"]
+        if named:  # never delete what the user had before
+            created = await absent(backend, created)
+        note: str | None = None
+        try:
+            progress = Progress(
+                TextColumn("[bold]orders"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
             )
-            processor.set_callback(fulfil)
-            processors.append(processor)
+            task = progress.add_task("orders", total=count)
+            processors: list[StreamProcessor] = []
 
-        started = time.perf_counter()
-        with progress:
-            for processor in processors:
-                await processor.start()
-            try:
-                for first in range(0, count, 200):
-                    batch = [_order(i, rng) for i in range(first, min(count, first + 200))]
-                    await backend.publish_many(stream, batch)
-                    await asyncio.sleep(0)
-                while not finished.is_set():
-                    account()
-                    try:
-                        await asyncio.wait_for(finished.wait(), 0.2)
-                    except asyncio.TimeoutError:
-                        if time.perf_counter() - started > 120:
-                            break
-            finally:
-                await asyncio.gather(*(p.stop() for p in processors))
-        elapsed = time.perf_counter() - started
-        info = await backend.group_info(stream, group)
-        dead_letters = await backend.peek(f"{stream}.dead", count=10)
+            def account() -> None:
+                dead = sum(p.stats.dead_lettered for p in processors)
+                progress.update(task, completed=len(handled) + dead)
+                if len(handled) + dead >= count:
+                    finished.set()
+
+            async def fulfil(message: Message) -> None:
+                order = message.data
+                await asyncio.sleep(0.0005)  # the "payment gateway" call
+                if order["order_id"] == POISON_ORDER:
+                    raise PaymentDeclined(f"card of order {POISON_ORDER} declined permanently")
+                if order["order_id"] % _FLAKY_EVERY == 7 and message.delivery_count == 1:
+                    raise GatewayTimeout("payment gateway timed out")
+                handled[order["order_id"]] = handled.get(order["order_id"], 0) + 1
+                latencies.append(time.time() - order["published_at"])
+                account()
+
+            for index in range(workers):
+                processor = StreamProcessor(
+                    backend,
+                    stream,
+                    group,
+                    f"demo-worker-{index}",
+                    batch_count=100,
+                    concurrency=concurrency,
+                    retry_delay=0.05,
+                    max_deliveries=3,
+                    claim_idle=30.0,
+                    poll_interval=0.5,
+                )
+                processor.set_callback(fulfil)
+                processors.append(processor)
+
+            started = time.perf_counter()
+            with progress:
+                for processor in processors:
+                    await processor.start()
+                try:
+                    for first in range(0, count, 200):
+                        batch = [_order(i, rng) for i in range(first, min(count, first + 200))]
+                        await backend.publish_many(stream, batch)
+                        await asyncio.sleep(0)
+                    while not finished.is_set():
+                        account()
+                        try:
+                            await asyncio.wait_for(finished.wait(), 0.2)
+                        except asyncio.TimeoutError:
+                            if time.perf_counter() - started > 120:
+                                break
+                finally:
+                    await asyncio.gather(*(p.stop() for p in processors))
+            elapsed = time.perf_counter() - started
+            info = await backend.group_info(stream, group)
+            dead_letters = await backend.peek(f"{stream}.dead", count=10)
+        finally:
+            if keep:
+                note = f"kept the demo's streams {stream} and {stream}.dead (--keep)"
+            else:
+                note = await _clean_up(backend, created)
 
     stats = [p.stats for p in processors]
     dead = sum(s.dead_lettered for s in stats)
@@ -166,6 +205,8 @@ async def run_demo(
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    if note:
+        console.print(note)
     for letter in dead_letters:
         record = letter.data
         console.print(

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.base import BaseBackend
+from conveyor.base import BaseBackend, check_name
 from conveyor.errors import ConfigurationError
 from conveyor.headers import check_headers
 from conveyor.message import Message
@@ -113,7 +113,7 @@ class DeadLetters:
 
     Raises:
         ConfigurationError: `backend` is not a `BaseBackend` (the tools need its
-            `range` and `delete`).
+            `range` and `delete`), or `stream` is empty.
     """
 
     def __init__(
@@ -124,7 +124,7 @@ class DeadLetters:
                 f"{backend!r} is not a conveyor backend with range() and delete()"
             )
         self.backend = backend
-        self.stream = stream
+        self.stream = check_name("stream name", stream)
         self.dead_letter_stream = dead_letter_stream or dead_letter_stream_for(stream)
         self.done_stream = f"{self.dead_letter_stream}.done"
 

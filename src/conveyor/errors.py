@@ -14,7 +14,8 @@ ConveyorError
 │   ├── UnserializablePayloadError  publish of a value that does not survive JSON
 │   ├── InvalidHeaderError        a header name or value no broker can carry (ValueError)
 │   ├── PayloadTooLargeError      a message larger than the broker accepts
-│   └── DecodeError               a stored entry that cannot be decoded
+│   ├── DecodeError               a stored entry that cannot be decoded
+│   └── PayloadValidationError    a payload that does not fit a typed handler's type
 ├── BackendClosedError            an operation on a closed backend
 └── AppLoadError                  `module:app` could not be imported / is not an App
 ```
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidHeaderError",
     "PayloadError",
     "PayloadTooLargeError",
+    "PayloadValidationError",
     "UnknownSchemeError",
     "UnserializablePayloadError",
     "WrongTypeError",
@@ -120,6 +122,19 @@ class PayloadTooLargeError(PayloadError):
 
 class DecodeError(PayloadError):
     """Raised when a stored entry cannot be decoded into a payload dict."""
+
+
+class PayloadValidationError(PayloadError, ValueError):
+    """Raised when a payload does not validate against the type of a typed handler's
+    first parameter (see `conveyor.typed`); the message lists the errors, one per field.
+
+    The engine dead-letters such a message at once, without retries (a handler may raise
+    it too, for the same effect). `errors` holds the validator's own error records.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
 
 
 class BackendClosedError(ConveyorError):

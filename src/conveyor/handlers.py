@@ -1,4 +1,5 @@
-"""Handler adaptation: payload-style or Message-style callables, checked up front."""
+"""Handler adaptation: payload-style (plain or typed) or Message-style callables,
+checked up front."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.message import Message
+from conveyor.typed import first_annotation, payload_adapter, typed_handler
 
 __all__ = ["Handler", "bind_handler", "check_handler", "message_style", "wants_message"]
 
@@ -25,20 +27,9 @@ def _is_async_callable(func: object) -> bool:
 
 def wants_message(func: Callable[..., Any]) -> bool:
     """True when the handler's first parameter is annotated as `Message`."""
-    target = func.__call__ if not inspect.isfunction(func) and hasattr(func, "__call__") else func  # noqa: B004
-    try:
-        params = list(inspect.signature(target).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if not params:
-        return False
-    annotation = params[0].annotation
-    if isinstance(annotation, str):
-        try:
-            hints = typing.get_type_hints(target)
-        except Exception:  # noqa: BLE001 - unresolvable annotations just mean "payload style"
-            return annotation.rsplit(".", 1)[-1] == "Message"
-        annotation = hints.get(params[0].name, annotation)
+    annotation = first_annotation(func)
+    if isinstance(annotation, str):  # unresolvable: judge by the name
+        return annotation.rsplit(".", 1)[-1] == "Message"
     return annotation is Message
 
 
@@ -47,8 +38,12 @@ def check_handler(
 ) -> tuple[Callable[[Any], Awaitable[Any]], bool]:
     """Check that `func` is an async handler; return it and whether it takes a `Message`.
 
+    A payload-style handler whose first parameter is a typed payload (`conveyor.typed`)
+    comes back wrapped: it takes the payload dict and converts it before the call.
+
     Raises:
-        TypeError: `func` is not an async callable.
+        TypeError: `func` is not an async callable, or its payload type cannot be
+            validated.
     """
     if not callable(func) or not _is_async_callable(func):
         raise TypeError(
@@ -56,7 +51,12 @@ def check_handler(
             f" got {type(func).__name__}"
         )
     handler = typing.cast(Callable[[Any], Awaitable[Any]], func)
-    return handler, wants_message(handler) if message is None else message
+    takes_message = wants_message(handler) if message is None else message
+    if not takes_message:
+        adapter = payload_adapter(first_annotation(handler))
+        if adapter is not None:
+            handler = typed_handler(handler, adapter)
+    return handler, takes_message
 
 
 def bind_handler(
@@ -65,7 +65,8 @@ def bind_handler(
     """Return a callable taking a `Message`, checked to be an async handler.
 
     Args:
-        func: ``async def handler(payload: dict)`` or ``async def handler(msg: Message)``.
+        func: ``async def handler(payload: dict)``, ``async def handler(order: Order)``
+            (a typed payload, see `conveyor.typed`) or ``async def handler(msg: Message)``.
         message: Force Message-style (True) or payload-style (False); None detects it
             from the first parameter's annotation.
 

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Mapping
 from typing import IO, Any, Literal
 
+from conveyor.errors import ConfigurationError
 from conveyor.message import Message
 from conveyor.middleware import CallNext, HandlerContext, Middleware
 
@@ -189,10 +190,10 @@ def configure_logging(
     which replaces them.
 
     Raises:
-        ValueError: an unknown format.
+        ConfigurationError: an unknown format (a ValueError).
     """
     if fmt not in LOG_FORMATS:
-        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+        raise ConfigurationError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
     target = stream if stream is not None else sys.stderr
     chosen = resolve_format(fmt, target)
     root = logging.getLogger()

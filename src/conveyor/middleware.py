@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from conveyor.errors import PayloadValidationError
 from conveyor.message import Message
 
 if TYPE_CHECKING:
@@ -101,10 +102,13 @@ class HandlerContext:
     clock: Clock
     state: dict[object, Any] = field(default_factory=dict)
 
-    def failure_outcome(self, message: Message) -> Outcome:
-        """What happens to `message` when its handler raises now: ``"dead_letter"`` at
-        its last delivery, else ``"retry"``."""
-        return "dead_letter" if message.delivery_count >= self.max_deliveries else "retry"
+    def failure_outcome(self, message: Message, error: BaseException | None = None) -> Outcome:
+        """What happens to `message` when its handler raises `error` now:
+        ``"dead_letter"`` at its last delivery or for an invalid typed payload
+        (`PayloadValidationError`), else ``"retry"``."""
+        if message.delivery_count >= self.max_deliveries:
+            return "dead_letter"
+        return "dead_letter" if isinstance(error, PayloadValidationError) else "retry"
 
 
 @dataclass(slots=True)

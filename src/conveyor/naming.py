@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import socket
 
+from conveyor.errors import ConfigurationError
+
 __all__ = ["default_consumer_name"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -19,6 +21,6 @@ def default_consumer_name(app_name: str, index: int | None = None, host: str | N
     base = f"{host or socket.gethostname()}-{app_name}"
     if index is not None:
         if index < 0:
-            raise ValueError(f"worker index must be >= 0, got {index}")
+            raise ConfigurationError(f"worker index must be >= 0, got {index}")
         base = f"{base}-{index}"
     return _UNSAFE.sub("_", base)

@@ -186,7 +186,7 @@ class TracingMiddleware(Middleware):
         try:
             await call_next(message)
         except Exception as exc:
-            _failed(span, exc, context.failure_outcome(message))
+            _failed(span, exc, context.failure_outcome(message, exc))
             raise
         except BaseException:  # cancelled (a stop): the message stays pending
             span.set_attribute(OUTCOME, "cancelled")

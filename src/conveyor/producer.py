@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from conveyor.base import check_name
+from conveyor.errors import ConfigurationError
 from conveyor.protocol import StreamBackend
 
 __all__ = ["Producer"]
@@ -21,16 +23,16 @@ class Producer:
 
     def __init__(self, backend: StreamBackend, stream: str, *, type_field: str = "type") -> None:
         self.backend = backend
-        self.stream = stream
+        self.stream = check_name("stream name", stream)
         self.type_field = type_field
 
     def _payload(self, event_type: str, data: dict[str, Any] | None) -> dict[str, Any]:
         if not isinstance(event_type, str) or not event_type:
-            raise ValueError(f"event type must be a non-empty str, got {event_type!r}")
+            raise ConfigurationError(f"event type must be a non-empty str, got {event_type!r}")
         payload = dict(data or {})
         existing = payload.get(self.type_field, event_type)
         if existing != event_type:
-            raise ValueError(
+            raise ConfigurationError(
                 f"data already has {self.type_field}={existing!r}, conflicting with {event_type!r}"
             )
         payload[self.type_field] = event_type

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from conveyor.message import Message
+from conveyor.typed import Payload
 
 if TYPE_CHECKING:
     from conveyor.opening import Opening
@@ -228,9 +229,12 @@ class StreamBackend(StreamStorageProtocol, Protocol):
         """
 
     async def publish(
-        self, stream: str, data: dict[str, Any], *, headers: Mapping[str, str] | None = None
+        self, stream: str, data: Payload, *, headers: Mapping[str, str] | None = None
     ) -> str:
         """Append one payload (with `headers`) and return its id once the broker stored it.
+
+        `data` is a dict of JSON values; `BaseBackend` also takes typed payloads
+        (pydantic models, msgspec Structs, dataclasses: see `conveyor.typed`).
 
         Raises:
             UnserializablePayloadError: the payload would not survive a JSON round trip.
@@ -240,7 +244,7 @@ class StreamBackend(StreamStorageProtocol, Protocol):
     async def publish_many(
         self,
         stream: str,
-        items: Sequence[dict[str, Any]],
+        items: Sequence[Payload],
         *,
         headers: Sequence[Mapping[str, str] | None] | None = None,
     ) -> list[str]:

@@ -181,6 +181,7 @@ def test_public_api_is_exactly_this() -> None:
             "Producer",
             "Router",
             "StreamBackend",
+            "StreamInfo",
             "StreamProcessor",
             "StreamStorageProtocol",
             "available_backends",
@@ -206,6 +207,11 @@ def test_public_api_is_exactly_this() -> None:
                 "check_sizes",
             ],
         ),
+        (
+            "conveyor.discovery",
+            ["DEAD_SUFFIX", "StreamInfo", "dead_letter_source", "oldest_entry_at"],
+        ),
+        ("conveyor.cleanup", ["absent", "remove_streams"]),
         ("conveyor.errormap", ["ErrorMap", "Rule"]),
         ("conveyor.dlq", ["DEAD_LETTER_ID_HEADER", "DeadLetter", "DeadLetters", "RequeueResult"]),
         (

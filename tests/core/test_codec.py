@@ -1,13 +1,101 @@
-"""Payload validation and the seed's json:-prefixed field codec."""
+"""Payload validation and the seed's json:-prefixed field codec, each test on both JSON
+libraries (the standard library, and orjson where installed: the conveyor[orjson] extra),
+which must mean the same."""
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from conveyor.codec import decode_fields, decode_json, encode_fields, encode_json, validate_payload
-from conveyor.errors import DecodeError, UnserializablePayloadError
+from conveyor import codec
+from conveyor.codec import (
+    JsonLibrary,
+    decode_fields,
+    decode_json,
+    encode_fields,
+    encode_json,
+    encode_json_bytes,
+    parse_json,
+    use_json_library,
+    validate_payload,
+)
+from conveyor.errors import ConfigurationError, DecodeError, UnserializablePayloadError
+
+
+@pytest.fixture(autouse=True, params=["json", "orjson"])
+def library(request: pytest.FixtureRequest) -> Iterator[JsonLibrary]:
+    """Every test of this module on each JSON library (orjson is a dev dependency)."""
+    before = codec.json_library()
+    chosen: JsonLibrary = request.param
+    assert use_json_library(chosen) == chosen
+    yield chosen
+    use_json_library(before)
+
+
+#: Payloads whose JSON the two libraries might write differently: each must read back
+#: equal (and of the same types) whichever library wrote and whichever reads.
+TRICKY: list[dict[str, Any]] = [
+    {"big": 10**30, "neg": -(10**25), "u64": 2**64 - 1, "i64": -(2**63)},
+    {"floats": [0.1, 1e-7, 1.5e16, 1e300, -0.0, 5e-324, 2.0**63, 1e22]},
+    {"text": 'é 🚀 \u2028 \x00 \x1f " \\ /', "json:": "json:x"},
+    {"nested": [[[]], {}, [{"a": [None, True, False]}]], "": ""},
+]
+
+
+@pytest.mark.parametrize("payload", TRICKY)
+def test_both_libraries_read_and_write_the_same_values(
+    payload: dict[str, Any], library: JsonLibrary
+) -> None:
+    written = {name: _written_by(name, payload) for name in ("json", "orjson")}
+    use_json_library(library)
+    for text in written.values():
+        for decoded in (decode_json(text), decode_json(text.encode())):
+            assert decoded == payload
+            assert _types(decoded) == _types(payload)
+    assert encode_json_bytes(payload) == encode_json(payload).encode()
+    assert json.loads(encode_json(payload)) == payload  # plain JSON for any reader
+
+
+def _written_by(name: JsonLibrary, payload: dict[str, Any]) -> str:
+    use_json_library(name)
+    return encode_json(payload)
+
+
+def _types(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _types(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_types(v) for v in value]
+    return type(value).__name__
+
+
+def test_what_other_producers_write_reads_the_same() -> None:
+    # literals the standard library accepts and orjson does not (or reads differently)
+    nan = decode_json('{"a": NaN, "b": Infinity, "c": -Infinity}')
+    assert math.isnan(nan["a"])
+    assert (nan["b"], nan["c"]) == (math.inf, -math.inf)
+    big = decode_json('{"x": 123456789012345678901234567890}')["x"]
+    assert (type(big), big) == (int, 123456789012345678901234567890)
+    assert decode_json('{"s": "\\ud800"}') == {"s": "\ud800"}  # a lone surrogate, escaped
+    assert decode_json(' {"a": 1} ') == {"a": 1}
+    assert parse_json("[1e400]") == [math.inf]
+    for broken in ('{"a": }', "", "[1] [2]", b"\xff"):
+        with pytest.raises(DecodeError):
+            decode_json(broken)
+
+
+def test_unicode_that_utf8_cannot_carry_is_refused_as_bytes() -> None:
+    with pytest.raises(UnserializablePayloadError, match="surrogate"):
+        encode_json_bytes({"s": "\ud800"})
+
+
+def test_an_unknown_library_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="orjson"):
+        use_json_library("simplejson")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

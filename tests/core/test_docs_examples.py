@@ -51,6 +51,18 @@ def test_observability(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+def test_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(EXAMPLES / "typed.py"), run_name="__main__")
+    assert capsys.readouterr().out.splitlines() == [
+        "bill order 1: 1 items 2026-11-28 09:30:00+00:00",
+        "refund 9.50 on order 1",
+        "ship order 1 with ups",
+        "dead letter after 1 delivery: payload is not a valid Order (3 validation errors):"
+        " order_id: Input should be a valid integer, unable to parse string as an integer;"
+        " items.0.qty: Input should be greater than 0; placed_at: Field required",
+    ]
+
+
 def test_user_test_example_passes() -> None:
     result = subprocess.run(
         [

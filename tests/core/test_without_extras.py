@@ -1,6 +1,7 @@
-"""The core works without the ``otel`` and ``prometheus`` extras: a subprocess in which
-importing opentelemetry or prometheus_client fails runs a processor, logs JSON, and gets
-install hints from the modules (and the CLI option) that need them."""
+"""The core works without the ``otel``, ``prometheus``, ``pydantic`` and ``msgspec``
+extras: a subprocess in which importing them fails runs a processor, logs JSON, gets
+install hints from the modules (and the CLI option) that need them, and runs typed
+(dataclass, TypedDict) handlers with the built-in check."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ BLOCKER = """
 import importlib.abc
 import sys
 
+EXTRAS = ("opentelemetry", "prometheus_client", "pydantic", "pydantic_core", "msgspec")
+
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("opentelemetry", "prometheus_client"):
+        if name.split(".")[0] in EXTRAS:
             raise ImportError(f"No module named {name!r} (blocked by the test)")
         return None
 
@@ -106,8 +109,10 @@ def test_metrics_port_without_prometheus_client_says_what_to_install() -> None:
 def test_importing_conveyor_imports_no_extra() -> None:
     code = """
     import sys
-    import conveyor, conveyor.cli, conveyor.logs, conveyor.middleware
-    print(sorted(m for m in sys.modules if m.startswith(("opentelemetry", "prometheus_client"))))
+    import conveyor, conveyor.cli, conveyor.logs, conveyor.middleware, conveyor.typed
+    import conveyor.asyncapi
+    extras = ("opentelemetry", "prometheus_client", "pydantic", "msgspec")
+    print(sorted(m for m in sys.modules if m.startswith(extras)))
     """
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -125,3 +130,54 @@ def test_the_cli_help_lists_the_observability_options() -> None:
     assert "--metrics-port" in result.output
     result = CliRunner().invoke(main, ["--help"])
     assert "--log-format [auto|text|json|rich]" in result.output
+
+
+TYPED = """
+import asyncio, dataclasses, sys
+from typing import TypedDict
+
+import conveyor
+from conveyor.testing import dead_letters, run_until_idle
+
+@dataclasses.dataclass
+class Order:
+    order_id: int
+    note: str = ""
+
+class Refund(TypedDict):
+    order_id: int
+
+seen = []
+
+async def on_order(order: Order) -> None:
+    seen.append(order)
+
+async def on_refund(refund: Refund) -> None:
+    seen.append(refund)
+
+async def main():
+    async with conveyor.connect("memory://typed-no-extras") as backend:
+        await backend.publish("orders", Order(1, "hi"))
+        await backend.publish("orders", {"note": "no id"})
+        await backend.publish("refunds", {"order_id": 2})
+        await backend.publish("refunds", {})
+        for stream, handler in (("orders", on_order), ("refunds", on_refund)):
+            processor = conveyor.StreamProcessor(backend, stream, "g", "c")
+            processor.set_callback(handler)
+            async with processor:
+                await run_until_idle(processor, raise_errors=False)
+            (record,) = await dead_letters(backend, stream)
+            assert record["delivery_count"] == 1, record
+            assert record["error"].endswith(": order_id: Field required"), record
+
+asyncio.run(main())
+assert seen == [Order(1, "hi"), {"order_id": 2}], seen
+assert not [m for m in sys.modules if m.startswith(("pydantic", "msgspec"))]
+print("ok")
+"""
+
+
+def test_dataclass_and_typeddict_handlers_work_without_pydantic_or_msgspec() -> None:
+    result = run_blocked(TYPED)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"

@@ -31,7 +31,9 @@ MINIMAL = _example()
 
 
 class TestMinimalBackendConformance(BackendConformance):
-    features = Features(durable=False, range_reads=False, deletes=False)
+    features = Features(
+        durable=False, range_reads=False, deletes=False, stream_deletes=False, stream_listing=False
+    )
     claim_idle = 0.3
     timeout = 5.0
 

@@ -73,19 +73,25 @@ async def test_round_trip_exact(backend: RedisBackend, name: str) -> None:
     assert type(messages[0].data["price"]) is float
 
 
-async def test_json_payload_format_round_trips(redis_url: str, backend: RedisBackend) -> None:
+async def test_both_payload_formats_are_read_whatever_is_written(
+    redis_url: str, backend: RedisBackend, raw: Redis
+) -> None:
+    assert backend.settings.payload_format == "json"  # the default for writing
     base, query = split_options(redis_url)
-    other = await open_backend(
-        base, {**query, "key_prefix": backend.settings.key_prefix, "payload_format": "json"}
+    fields = await open_backend(
+        base, {**query, "key_prefix": backend.settings.key_prefix, "payload_format": "fields"}
     )
     try:
-        await other.create_group("j", "g")
-        await other.publish("j", PAYLOAD)
-        session = await consumer(backend, "j")
-        [message] = await session.read(count=10, block=0.5)
-        assert message.data == PAYLOAD
+        await fields.create_group("j", "g")
+        await backend.publish("j", PAYLOAD)
+        await fields.publish("j", PAYLOAD)
+        written: Any = await raw.xrange(backend.settings.key("j"))
+        assert [next(iter(entry)) for _, entry in written] == [PAYLOAD_FIELD, "type"]
+        for reader in (backend, fields):
+            session = await reader.open_consumer("j", f"g-{reader.settings.payload_format}", "c")
+            assert [m.data for m in await session.read(count=10, block=0.5)] == [PAYLOAD] * 2
     finally:
-        await other.aclose()
+        await fields.aclose()
 
 
 async def test_publish_rejects_what_json_cannot_carry(backend: RedisBackend, stream: str) -> None:

@@ -23,11 +23,18 @@ async def raw_fields(raw: Redis, backend: RedisBackend, stream: str) -> list[lis
 
 
 async def test_headers_are_the_first_field_and_absent_without_headers(
-    backend: RedisBackend, raw: Redis, stream: str
+    redis_url: str, backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
-    await backend.publish(stream, {"type": "a", "n": 1}, headers=HEADERS)
-    await backend.publish(stream, {"type": "b", "n": 2})
-    await backend.publish_many(stream, [{"n": 3}, {"n": 4}], headers=[None, {"k": "v"}])
+    base, query = split_options(redis_url)
+    fields_backend = await open_backend(
+        base, {**query, "key_prefix": backend.settings.key_prefix, "payload_format": "fields"}
+    )
+    try:
+        await fields_backend.publish(stream, {"type": "a", "n": 1}, headers=HEADERS)
+        await fields_backend.publish(stream, {"type": "b", "n": 2})
+        await fields_backend.publish_many(stream, [{"n": 3}, {"n": 4}], headers=[None, {"k": "v"}])
+    finally:
+        await fields_backend.aclose()
     with_headers, without, none_in_batch, in_batch = await raw_fields(raw, backend, stream)
     assert with_headers[0] == HEADERS_FIELD
     assert json.loads(with_headers[1]) == HEADERS
@@ -38,21 +45,22 @@ async def test_headers_are_the_first_field_and_absent_without_headers(
 
 
 async def test_json_format_keeps_headers_first(
-    redis_url: str, backend: RedisBackend, raw: Redis, stream: str
+    backend: RedisBackend, raw: Redis, stream: str
 ) -> None:
-    base, query = split_options(redis_url)
-    json_backend = await open_backend(
-        base, {**query, "key_prefix": backend.settings.key_prefix, "payload_format": "json"}
-    )
-    try:
-        await json_backend.publish(stream, {"n": 1}, headers={"k": "v"})
-    finally:
-        await json_backend.aclose()
-    [fields] = await raw_fields(raw, backend, stream)
+    assert backend.settings.payload_format == "json"  # the default
+    await backend.publish(stream, {"n": 1}, headers={"k": "v"})
+    await backend.publish_many(stream, [{"n": 2}, {"n": 3}], headers=[None, {"k": "w"}])
+    fields, no_headers, in_batch = await raw_fields(raw, backend, stream)
+    assert no_headers == [PAYLOAD_FIELD, '{"n":2}']
+    assert in_batch == [HEADERS_FIELD, '{"k":"w"}', PAYLOAD_FIELD, '{"n":3}']
     assert fields == [HEADERS_FIELD, '{"k":"v"}', PAYLOAD_FIELD, '{"n":1}']
     session = await backend.open_consumer(stream, "g", "c")
-    [message] = await session.read(count=10, block=None)
-    assert (message.data, message.headers) == ({"n": 1}, {"k": "v"})
+    got = await session.read(count=10, block=None)
+    assert [(m.data, m.headers) for m in got] == [
+        ({"n": 1}, {"k": "v"}),
+        ({"n": 2}, {}),
+        ({"n": 3}, {"k": "w"}),
+    ]
 
 
 @pytest.mark.parametrize("headers", [None, {"k": "v"}])

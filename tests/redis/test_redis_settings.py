@@ -23,6 +23,7 @@ def test_defaults_and_url_parts() -> None:
     assert settings.cluster is False
     assert settings.socket_timeout > settings.max_block
     assert settings.max_connections == 100  # per pool, callers wait beyond it
+    assert settings.payload_format == "json"  # `fields` for the old module's readers
     assert RedisSettings.from_url("redis://", {}).hosts == (("localhost", 6379),)
     assert RedisSettings.from_url("redis://h", {}).db == 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,8 @@ def test_inspect_shows_pending_lag_and_dead_letters(workdir: Path) -> None:
     result = CliRunner().invoke(main, ["inspect", "jobs", "workers"])
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
-    assert "jobs │ workers │ 5 │ 1 │ 2" in out  # length, pending, lag
+    # length, oldest entry's age, pending, lag
+    assert re.search(r"jobs │ workers │ 5 │ \d+\.\d s │ 1 │ 2", out), out
     assert "w1 │ 1" in out
     assert "ValueError: bad job" in out
     missing = CliRunner().invoke(main, ["inspect", "jobs", "nogroup"])

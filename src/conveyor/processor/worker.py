@@ -4,8 +4,9 @@ A handler that returns queues its message for the acker. A handler that raises i
 reported (log and ``on_error``; a hook that raises is logged, never fatal), then the
 message is retried after its backoff or, at ``max_deliveries``, dead-lettered with its
 traceback. The last failure is logged with its traceback, earlier ones in one line (with
-the traceback when DEBUG is on). An undecodable message is dead-lettered at once.
-Cancellation never acknowledges.
+the traceback when DEBUG is on). An undecodable message is dead-lettered at once, and so is
+one whose payload fails a typed handler's validation (`PayloadValidationError`: retrying
+cannot fix it). Cancellation never acknowledges.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.backoff import backoff_delay
+from conveyor.errors import PayloadValidationError
 from conveyor.logs import format_traceback
 from conveyor.message import Message
 from conveyor.stats import ProcessorStats
@@ -100,6 +102,26 @@ class Worker:
                 stats.in_flight -= 1
 
     def _report(self, message: Message, exc: BaseException) -> None:
+        if isinstance(exc, PayloadValidationError):  # the dead-letter line says it all
+            log.debug(
+                "payload of %s %s is invalid (delivery %d): %s",
+                message.stream,
+                message.id,
+                message.delivery_count,
+                exc,
+                extra=self.dead_letters.log_fields(message),
+            )
+        else:
+            self._report_failure(message, exc)
+        hook = self.hook()
+        if hook is None:
+            return
+        try:
+            hook(message, exc)
+        except Exception:
+            log.exception("on_error hook %r raised; the processor goes on", hook)
+
+    def _report_failure(self, message: Message, exc: BaseException) -> None:
         last = message.delivery_count >= self.options.max_deliveries
         log.log(
             logging.ERROR if last else logging.WARNING,
@@ -114,16 +136,12 @@ class Worker:
             exc_info=exc if last or log.isEnabledFor(logging.DEBUG) else None,
             extra=self.dead_letters.log_fields(message),
         )
-        hook = self.hook()
-        if hook is None:
-            return
-        try:
-            hook(message, exc)
-        except Exception:
-            log.exception("on_error hook %r raised; the processor goes on", hook)
 
     async def _failed(self, message: Message, exc: BaseException) -> None:
         options = self.options
+        if isinstance(exc, PayloadValidationError):  # at once, with the errors as the text
+            await self.dead_letters.write(message, type(exc).__name__, str(exc))
+            return
         if message.delivery_count >= options.max_deliveries:
             trace = format_traceback(exc)
             await self.dead_letters.write(message, type(exc).__name__, str(exc), trace)

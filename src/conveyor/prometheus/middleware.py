@@ -150,8 +150,8 @@ class PrometheusMiddleware(Middleware):
             started = _perf_counter()
             try:
                 await call_next(message)
-            except Exception:
-                durations[failure_outcome(message)].observe(_perf_counter() - started)
+            except Exception as exc:
+                durations[failure_outcome(message, exc)].observe(_perf_counter() - started)
                 raise
             took = _perf_counter() - started
             counts[_bucket(bounds, took)] += 1

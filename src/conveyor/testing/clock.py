@@ -6,6 +6,8 @@ import asyncio
 import heapq
 import itertools
 
+from conveyor.errors import ConfigurationError
+
 __all__ = ["FakeClock"]
 
 #: Seconds a sleep may be due after `advance`'s target and still wake (float rounding).
@@ -49,7 +51,7 @@ class FakeClock:
     async def advance(self, seconds: float) -> None:
         """Move time forward by `seconds`, waking every sleep that falls due, in order."""
         if seconds < 0:
-            raise ValueError("time only moves forward")
+            raise ConfigurationError(f"time only moves forward, got {seconds!r} seconds")
         target = self._now + seconds
         # a sleep due at the target, computed by another route, may round a hair later
         while self._sleepers and self._sleepers[0][0] <= target + _ROUNDING:

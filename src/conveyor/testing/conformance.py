@@ -36,11 +36,14 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from conveyor.discovery import StreamInfo
 from conveyor.errors import (
     BackendClosedError,
     BrokerUnavailableError,
+    GroupNotFoundError,
     PayloadError,
     PayloadTooLargeError,
+    UnserializablePayloadError,
 )
 from conveyor.message import Message
 from conveyor.processor import StreamProcessor
@@ -414,7 +417,7 @@ class BackendConformance:
         stream = names["stream"]
         for bad in ({"s": {1, 2}}, {"t": (1, 2)}, {"b": b"raw"}, {"nan": float("nan")}, {1: "x"}):
             with pytest.raises(PayloadError):
-                await backend.publish(stream, bad)  # type: ignore[arg-type]
+                await backend.publish(stream, bad)
 
     async def test_a_message_over_the_size_limit_is_refused_before_sending(
         self, backend: StreamBackend, names: dict[str, str]
@@ -439,6 +442,33 @@ class BackendConformance:
             backend, stream, names["group"], expect=10_000, timeout=self.timeout * 3, settle=0.5
         )
         assert sorted(m.data["n"] for m in got) == list(range(10_000))
+
+    async def test_a_bad_payload_among_concurrent_publishes_fails_alone(
+        self, backend: StreamBackend, names: dict[str, str]
+    ) -> None:
+        """Concurrent publishes may share a batch; a payload that cannot be sent fails
+        its own caller only, with its own error, and the others are stored once."""
+        stream = names["stream"]
+        await backend.publish(stream, {"n": -1})  # the stream exists: later ones may batch
+        big = {"blob": "x" * self.oversized}
+        bad: dict[str, Any] = {"t": (1, 2)}
+        payloads: list[dict[str, Any]] = [{"n": i} for i in range(300)]
+        payloads[7], payloads[150], payloads[299] = big, bad, big
+        results = await asyncio.gather(
+            *(backend.publish(stream, p) for p in payloads), return_exceptions=True
+        )
+        assert isinstance(results[7], PayloadTooLargeError)
+        assert isinstance(results[299], PayloadTooLargeError)
+        assert isinstance(results[150], UnserializablePayloadError)
+        assert results[7] is not results[299]  # each caller its own exception
+        ids = [r for i, r in enumerate(results) if i not in (7, 150, 299)]
+        assert all(isinstance(r, str) for r in ids)
+        assert len(set(ids)) == 297
+        got = await read_and_ack(
+            backend, stream, names["group"], expect=298, timeout=self.timeout, settle=0.5
+        )
+        expected = [-1, *(i for i in range(300) if i not in (7, 150, 299))]
+        assert sorted(m.data["n"] for m in got) == expected
 
     # -- acks and the seed methods -------------------------------------------------------
 
@@ -848,6 +878,105 @@ class BackendConformance:
         got = await read_until(session, 2, timeout=self.timeout)
         assert [m.data["n"] for m in got] == [0, 3]
 
+    async def test_delete_stream_removes_entries_and_groups(
+        self, backend: StreamBackend, names: dict[str, str]
+    ) -> None:
+        stream, group = names["stream"], names["group"]
+        delete_stream = getattr(backend, "delete_stream", None)
+        if delete_stream is None:
+            pytest.skip(f"{type(self).__name__}: the backend has no delete_stream")
+        if not self.features.stream_deletes:
+            with pytest.raises(NotImplementedError):
+                await delete_stream(stream)
+            return
+        assert await delete_stream(names["other"]) is False  # never existed
+        session = await self._open(backend, stream, group)
+        await backend.publish_many(stream, [{"n": i} for i in range(3)])
+        assert len(await read_until(session, 3, timeout=self.timeout)) == 3  # left pending
+        assert await delete_stream(stream) is True
+        assert await delete_stream(stream) is False  # gone already
+        assert await backend.peek(stream, count=10) == []
+        with pytest.raises(GroupNotFoundError):
+            await backend.group_info(stream, group)
+        with pytest.raises(GroupNotFoundError):  # the open session learns it too
+            await _read_until_gone(session, self.timeout)
+        # the name starts over: a new stream, without the old entries or groups
+        await backend.publish(stream, {"n": 99})
+        fresh = await self._open(backend, stream, f"{group}-new")
+        got = await read_until(fresh, 1, timeout=self.timeout)
+        got += await fresh.read(count=10, block=0.5)  # an old entry would come now
+        assert [m.data["n"] for m in got] == [99]
+
+    # -- discovery: streams() and groups() -------------------------------------------
+
+    def _discovery(self, backend: StreamBackend) -> tuple[Any, Any] | None:
+        """`backend`'s ``streams`` and ``groups``, or None (after checking that they
+        refuse) where the backend declares no stream listing."""
+        streams, groups = getattr(backend, "streams", None), getattr(backend, "groups", None)
+        if self.features.stream_listing and streams is not None and groups is not None:
+            return streams, groups
+        return None
+
+    async def _listed(self, backend: StreamBackend, *names: str) -> dict[str, StreamInfo]:
+        """`streams()` until each of `names` is listed (brokers may list lazily)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            found = {i.name: i for i in await backend.streams()}  # type: ignore[attr-defined]
+            if all(name in found for name in names) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.2)
+
+    async def test_streams_lists_streams_with_lengths_and_groups(
+        self, backend: StreamBackend, names: dict[str, str]
+    ) -> None:
+        stream, group, other = names["stream"], names["group"], names["other"]
+        dead = f"{stream}.dead"
+        if self._discovery(backend) is None:
+            with pytest.raises(NotImplementedError):
+                await backend.streams()  # type: ignore[attr-defined]
+            return
+        started = time.time()
+        await backend.publish_many(stream, [{"n": i} for i in range(3)])
+        await backend.publish_many(other, [{"n": i} for i in range(2)])
+        await backend.publish(dead, {"error": "x"})
+        await read_and_ack(backend, stream, group, expect=3, timeout=self.timeout, settle=0.2)
+        await backend.create_group(stream, "idle")
+        found = await self._listed(backend, stream, other, dead)
+        listed = [i.name for i in await backend.streams()]  # type: ignore[attr-defined]
+        assert listed == sorted(listed)
+        info = found[stream]
+        assert isinstance(info, StreamInfo)
+        assert info.length == 3
+        assert group in info.groups
+        if self.features.lists_idle_groups:
+            assert set(info.groups) == {group, "idle"}
+        assert list(info.groups) == sorted(info.groups)
+        assert info.dead_letter_of is None
+        if info.oldest_at is not None:
+            assert started - 5 <= info.oldest_at <= time.time() + 5
+        assert found[other].length == 2
+        assert found[other].groups == ()
+        assert found[dead].length == 1
+        assert found[dead].dead_letter_of == stream
+        assert await backend.groups(stream) == list(info.groups)  # type: ignore[attr-defined]
+        assert await backend.groups(other) == []  # type: ignore[attr-defined]
+        missing = f"{names['other']}:missing"
+        assert await backend.groups(missing) == []  # type: ignore[attr-defined]
+        assert missing not in found
+
+    @pytest.mark.parametrize("stream_name", ["events:bot", "a.b-c_d", "with space/and#hash"])
+    async def test_streams_round_trip_names(self, backend: StreamBackend, stream_name: str) -> None:
+        if self._discovery(backend) is None:
+            pytest.skip(f"{type(self).__name__} declares no stream listing")
+        stream = f"{stream_name}-{uuid.uuid4().hex[:6]}"
+        group = f"{stream_name} g" if self.features.exact_group_names else "plain g"
+        await backend.publish(stream, {"ok": 1})
+        await read_and_ack(backend, stream, group, expect=1, timeout=self.timeout, settle=0.2)
+        found = await self._listed(backend, stream)
+        assert found[stream].length == 1
+        assert group in found[stream].groups
+        assert group in await backend.groups(stream)  # type: ignore[attr-defined]
+
     # -- a broker restart --------------------------------------------------------------
 
     async def test_processor_survives_a_broker_restart(
@@ -885,6 +1014,13 @@ class BackendConformance:
             assert sorted({m.data["n"] for m in late}) == list(range(40))
         finally:
             await backend.aclose()
+
+
+async def _read_until_gone(session: ConsumerSession, timeout: float) -> None:
+    """Read until the session raises (`GroupNotFoundError` when its stream is gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await session.read(count=10, block=0.2)
 
 
 async def _publish_through_outage(

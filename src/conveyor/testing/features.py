@@ -31,6 +31,14 @@ class Features:
             use it); False for backends that do not implement it.
         deletes: True where `delete` removes single entries (False: Kafka, whose
             dead-letter tools mark entries done instead).
+        stream_listing: True where `streams` and `groups` list what the broker holds.
+        stream_deletes: True where `delete_stream` removes a stream (which can be used
+            again at once); False where it raises `NotImplementedError`.
+        lists_idle_groups: True where a group is listed as soon as it is created; False
+            where the broker lists a group only once a member joined it (Tansu's
+            ListGroups).
+        exact_group_names: False where the broker's group listing may alter a group name
+            holding ``/`` or ``#`` (Tansu cuts it at ``/`` and percent-encodes ``#``).
     """
 
     ordering: Literal["stream", "partition", "none"] = "stream"
@@ -39,3 +47,7 @@ class Features:
     durable: bool = True
     range_reads: bool = True
     deletes: bool = True
+    stream_listing: bool = True
+    stream_deletes: bool = True
+    lists_idle_groups: bool = True
+    exact_group_names: bool = True

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -15,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from conveyor.codec import decode_json
+from conveyor.codec import decode_json, parse_json
 from conveyor.errors import (
     BackendClosedError,
     BackendError,
@@ -37,7 +36,8 @@ __all__ = [
 
 log = logging.getLogger("conveyor.kafka")
 
-_loads = json.loads
+#: ``json.loads`` of a record's bytes, by orjson where installed (`conveyor.codec`).
+_loads = parse_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +133,8 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
             stream, outstanding = self.stream, state.outstanding
             for record in records:  # hot loop: the common case inline, the rest in to_message
                 try:
-                    data = _loads(record.value.decode())
-                except (ValueError, AttributeError):
+                    data = _loads(record.value)
+                except (ValueError, TypeError, AttributeError):  # to_message says why
                     data = None
                 if type(data) is dict:
                     stamp = record.timestamp
@@ -245,10 +245,10 @@ def to_message(stream: str, record: Any, handle: Handle | None) -> Message:
     value = record.value
     headers = decode_headers(record.headers) if record.headers else {}
     try:  # fast path; `decode_json` words the error otherwise
-        data = _loads(value.decode())
+        data = _loads(value)
         if type(data) is dict:
             return Message(ident, stream, data, 1, published, handle=handle, headers=headers)
-    except (ValueError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         pass
     try:
         if value is None:

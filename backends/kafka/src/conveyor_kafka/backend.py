@@ -36,7 +36,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.group import LeaveGroupRequest
 
 from conveyor.base import BaseBackend, ConsumerOptions, check_sizes
-from conveyor.codec import encode_json
+from conveyor.codec import encode_json_bytes
+from conveyor.discovery import StreamInfo
 from conveyor.errors import (
     BackendClosedError,
     BackendError,
@@ -47,9 +48,11 @@ from conveyor.message import Message
 from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
 from conveyor_kafka._member import Member, encode_headers, parse_id, to_message
 from conveyor_kafka._producer import Producer, RecordHeaders
+from conveyor_kafka.discovery import list_groups, list_streams
 from conveyor_kafka.errors import ERRORS, MOVED, check_created
 from conveyor_kafka.session import KafkaSession
 from conveyor_kafka.settings import KafkaSettings, topic_name
+from conveyor_kafka.topics import delete_topic
 
 __all__ = ["CAPABILITIES", "KafkaBackend", "open_backend"]
 
@@ -176,7 +179,12 @@ class KafkaBackend(BaseBackend):
 
     async def _create_topic(self, topic: str) -> None:
         admin = self._admin_client()
-        new = NewTopic(topic, self.settings.partitions, self.settings.replication_factor)
+        new = NewTopic(
+            topic,
+            self.settings.partitions,
+            self.settings.replication_factor,
+            topic_configs=self.settings.topic_configs(),
+        )
         with ERRORS.mapping(f"kafka create topic {topic!r}", closed=self._is_closed):
             response = await admin.create_topics([new])
         check_created(topic, response.topic_errors)
@@ -262,7 +270,7 @@ class KafkaBackend(BaseBackend):
     ) -> list[str]:
         """Encode every payload (validating all before sending any), then produce them;
         ``topic/partition/offset`` ids once the broker acked (``acks=all``)."""
-        values = [encode_json(item).encode() for item in items]
+        values = [encode_json_bytes(item) for item in items]
         native = [encode_headers(h) if h else [] for h in headers] if headers else None
         return await self._produce(stream, values, native)
 
@@ -414,6 +422,24 @@ class KafkaBackend(BaseBackend):
                             records.append(record)
                             offset = record.offset + 1
         return [replace(to_message(stream, r, None), delivery_count=0) for r in records[:count]]
+
+    async def _delete_stream(self, stream: str) -> bool:
+        """``DeleteTopics`` (see `conveyor_kafka.topics`); sessions on the topic notice
+        within 5 s (see "Deleted topics" in the README)."""
+        topic = topic_name(stream)
+        deleted = await delete_topic(self._admin_client(), topic)
+        self._topics.discard(topic)
+        self._max_bytes.pop(topic, None)
+        for key in [k for k in self._delivered if k[1] == topic]:  # offsets start over
+            del self._delivered[key]
+        return deleted
+
+    async def _streams(self) -> list[StreamInfo]:
+        """Topics as streams, groups from ListGroups (see `conveyor_kafka.discovery`)."""
+        return await list_streams(self)
+
+    async def _groups(self, stream: str) -> list[str]:
+        return await list_groups(self, stream)
 
 
 async def _describe_max_bytes(settings: KafkaSettings, topic: str) -> int | None:

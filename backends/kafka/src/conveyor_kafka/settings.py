@@ -87,6 +87,11 @@ class KafkaSettings:
             streams are created explicitly with the admin client, never by the broker's
             metadata auto-create side effect). Default 1.
         replication_factor: Replication factor of created topics. Default 1.
+        max_age: Seconds records are kept in topics the backend creates (topic config
+            ``retention.ms``). None (default): the broker's default (7 days on Apache
+            Kafka). Kafka retains by time and size only: there is no ``maxlen``.
+        retention_bytes: Bytes kept per partition of topics the backend creates (topic
+            config ``retention.bytes``). None (default): the broker's default.
         security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
         sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
         sasl_username: SASL user (prefer the URL's user part).
@@ -130,6 +135,8 @@ class KafkaSettings:
     bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
     partitions: int = 1
     replication_factor: int = 1
+    max_age: float | None = None
+    retention_bytes: int | None = None
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str | None = None
@@ -164,6 +171,11 @@ class KafkaSettings:
         servers = tuple(_server(h, url) for h in hosts.split(",") if h.strip())
         if not servers:
             raise ConfigurationError(f"kafka:// URL names no broker: {redact_url(url)!r}")
+        if "maxlen" in (options or {}):
+            raise ConfigurationError(
+                "kafka:// has no maxlen: Kafka retains records by time and size only"
+                " (use max_age= or retention_bytes=)"
+            )
         kwargs = parse_url_options("kafka", cls, options or {}, exclude=_URL_FIELDS)
         if userinfo:
             user, sep, password = userinfo.partition(":")
@@ -193,11 +205,26 @@ class KafkaSettings:
         }.items():
             if opt is not None and opt < 0:
                 raise ConfigurationError(f"kafka:// option {name}={opt}: must be >= 0")
+        if self.max_age is not None and not self.max_age > 0:
+            raise ConfigurationError(f"kafka:// option max_age={self.max_age}: must be > 0")
+        if self.retention_bytes is not None and self.retention_bytes < 1:
+            raise ConfigurationError(
+                f"kafka:// option retention_bytes={self.retention_bytes}: must be >= 1"
+            )
         if self.security_protocol.startswith("SASL") and not self.sasl_username:
             raise ConfigurationError(
                 f"kafka:// security_protocol={self.security_protocol} needs credentials:"
                 " kafka://user:password@host:port or sasl_username/sasl_password"
             )
+
+    def topic_configs(self) -> dict[str, str]:
+        """Topic configs of the topics the backend creates (`max_age`, `retention_bytes`)."""
+        configs: dict[str, str] = {}
+        if self.max_age is not None:
+            configs["retention.ms"] = str(max(1, round(self.max_age * 1000)))
+        if self.retention_bytes is not None:
+            configs["retention.bytes"] = str(self.retention_bytes)
+        return configs
 
     def group_id(self, group: str, stream: str) -> str:
         """The Kafka consumer-group id of conveyor group `group` on `stream` (see
@@ -244,8 +271,10 @@ class KafkaSettings:
 def _server(host: str, url: str) -> str:
     host = host.strip()
     if host.startswith("["):  # [ipv6]:port
-        addr, _, port = host[1:].partition("]")
-        port = port.lstrip(":")
+        addr, _, rest = host[1:].partition("]")
+        port = rest.removeprefix(":")
+        if (rest and not rest.startswith(":")) or (port and not port.isdigit()):
+            raise ConfigurationError(f"kafka:// URL has a bad port in {redact_url(url)!r}")
         return f"[{addr}]:{port or 9092}"
     name, sep, port = host.rpartition(":")
     if not sep:

@@ -17,6 +17,7 @@ from typing import Any
 from conveyor.base import BaseBackend, BaseSession, ConsumerOptions, check_sizes
 from conveyor.clock import Clock, SystemClock
 from conveyor.codec import decode_json, encode_json
+from conveyor.discovery import StreamInfo
 from conveyor.errors import ConfigurationError, DecodeError, GroupNotFoundError
 from conveyor.message import Message
 from conveyor.options import parse_url_options
@@ -46,6 +47,8 @@ class MemorySettings:
             state within the process. Empty: ``"default"``.
         maxlen: Keep at most this many entries per stream (oldest trimmed first, like
             Redis ``MAXLEN``); None keeps everything.
+        max_age: Seconds an entry is kept: older entries are trimmed when the stream is
+            next published to (by the backend's clock); None keeps them forever.
         max_message_bytes: Largest message (JSON payload and headers, UTF-8) accepted;
             a larger publish raises `PayloadTooLargeError`. Default 1 MiB, NATS's
             default ``max_payload``, so tests on memory refuse what it would.
@@ -55,6 +58,7 @@ class MemorySettings:
 
     name: str = "default"
     maxlen: int | None = None
+    max_age: float | None = None
     max_message_bytes: int = 1_048_576
     clock: Clock | None = None
 
@@ -65,6 +69,8 @@ class MemorySettings:
         settings = cls(name=name, **kwargs)
         if settings.maxlen is not None and settings.maxlen < 1:
             raise ConfigurationError(f"memory:// option maxlen={settings.maxlen}: must be >= 1")
+        if settings.max_age is not None and not settings.max_age > 0:
+            raise ConfigurationError(f"memory:// option max_age={settings.max_age}: must be > 0")
         if settings.max_message_bytes < 1:
             raise ConfigurationError(
                 f"memory:// option max_message_bytes={settings.max_message_bytes}: must be >= 1"
@@ -203,10 +209,16 @@ class MemoryBackend(BaseBackend):
         check_sizes(stream, sizes, self.settings.max_message_bytes, "max_message_bytes")
 
     def _trim(self, state: _Stream) -> None:
-        maxlen = self.settings.maxlen
-        if maxlen is None or len(state.seqs) <= maxlen:
+        """Apply `maxlen` and `max_age` (pending entries trimmed away are acknowledged
+        when a consumer meets them, as on Redis)."""
+        maxlen, max_age = self.settings.maxlen, self.settings.max_age
+        cut = 0 if maxlen is None else max(0, len(state.seqs) - maxlen)
+        if max_age is not None:
+            oldest = self.broker.clock.time() - max_age
+            while cut < len(state.seqs) and state.entries[state.seqs[cut]].published_at < oldest:
+                cut += 1
+        if not cut:
             return
-        cut = len(state.seqs) - maxlen
         for seq in state.seqs[:cut]:
             del state.entries[seq]
         del state.seqs[:cut]
@@ -265,6 +277,22 @@ class MemoryBackend(BaseBackend):
         start = bisect.bisect_right(state.seqs, cursor)
         return [_message(stream, state.entries[s], 0) for s in state.seqs[start : start + count]]
 
+    async def _streams(self) -> list[StreamInfo]:
+        """Every stream a publish or a group created, empty ones included."""
+        return [
+            StreamInfo(
+                name,
+                len(state.seqs),
+                tuple(sorted(state.groups)),
+                state.entries[state.seqs[0]].published_at if state.seqs else None,
+            )
+            for name, state in self.broker.streams.items()
+        ]
+
+    async def _groups(self, stream: str) -> list[str]:
+        state = self.broker.streams.get(stream)
+        return [] if state is None else list(state.groups)
+
     async def _delete(self, stream: str, ids: list[str]) -> int:
         state = self.broker.streams.get(stream)
         if state is None:
@@ -285,14 +313,14 @@ class MemoryBackend(BaseBackend):
         if grp is not None and seq is not None:
             grp.pending.pop(seq, None)
 
-    # -- memory-only conveniences for tests ------------------------------------------
-
-    async def delete_stream(self, stream: str) -> None:
-        """Delete a stream with its groups (like Redis ``DEL``)."""
-        self._check_open()
+    async def _delete_stream(self, stream: str) -> bool:
+        """Drop a stream with its groups (like Redis ``DEL``); blocked readers wake up."""
         state = self.broker.streams.pop(stream, None)
         if state is not None:
             state.wake()
+        return state is not None
+
+    # -- memory-only conveniences for tests ------------------------------------------
 
     async def publish_raw(self, stream: str, text: str) -> str:
         """Append `text` unvalidated, as a foreign producer could (tests of bad input)."""

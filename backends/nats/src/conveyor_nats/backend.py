@@ -35,12 +35,15 @@ from nats.aio.client import Client
 from nats.js import api
 
 from conveyor.base import BaseBackend, ConsumerOptions, check_name, check_sizes
-from conveyor.codec import encode_json
+from conveyor.codec import encode_json_bytes
+from conveyor.discovery import StreamInfo
 from conveyor.errors import BrokerUnavailableError, ConfigConflictError, ConfigurationError
 from conveyor.headers import check_headers, check_headers_list
 from conveyor.message import Message
 from conveyor.protocol import Capabilities, GroupInfo
+from conveyor.typed import Payload, to_payload
 from conveyor_nats.config import consumer_conflicts, stream_config, stream_conflicts
+from conveyor_nats.discovery import list_groups, list_streams
 from conveyor_nats.errors import (
     CONSUMER_ALREADY_EXISTS,
     CONSUMER_NAME_EXISTS,
@@ -350,7 +353,7 @@ class NatsBackend(BaseBackend):
     async def publish(
         self,
         stream: str,
-        data: dict[str, Any],
+        data: Payload,
         *,
         headers: Mapping[str, str] | None = None,
         msg_id: str | None = None,
@@ -370,7 +373,7 @@ class NatsBackend(BaseBackend):
         self._check_open()
         check_name("stream name", stream)
         checked = check_headers(headers) | _dedup_header(msg_id)
-        [entry] = await self._publish(stream, [data], [checked])
+        [entry] = await self._publish(stream, [to_payload(data)], [checked])
         return entry
 
     async def publish_many(
@@ -415,7 +418,7 @@ class NatsBackend(BaseBackend):
     ) -> list[str]:
         """Encode every payload, then publish them all (headers: checked, one per item,
         or None); sequences in order. A stream deleted meanwhile is recreated once."""
-        payloads = [encode_json(item).encode() for item in items]
+        payloads = [encode_json_bytes(item) for item in items]
         sizes = (
             len(p) + header_bytes(headers[i] if headers else None) for i, p in enumerate(payloads)
         )
@@ -529,6 +532,31 @@ class NatsBackend(BaseBackend):
                     if exc.err_code != MESSAGE_NOT_FOUND and exc.code != 400:
                         raise
         return deleted
+
+    async def _delete_stream(self, stream: str) -> bool:
+        """JetStream ``STREAM.DELETE`` of the mapped stream (its consumers go with it)."""
+        self._forget_stream(stream)
+        with self._translate(f"delete stream {stream!r}"):
+            try:
+                return bool(await self._js.delete_stream(self.stream_name(stream)))
+            except nats.js.errors.NotFoundError as exc:
+                if exc.err_code == STREAM_NOT_FOUND:
+                    return False
+                raise
+
+    async def _streams(self) -> list[StreamInfo]:
+        """JetStream streams under the prefixes (see `conveyor_nats.discovery`)."""
+        with self._translate("list streams"):
+            return await list_streams(self._nc, self._js, self.settings)
+
+    async def _groups(self, stream: str) -> list[str]:
+        with self._translate(f"list groups of stream {stream!r}"):
+            try:
+                return await list_groups(self._js, self.stream_name(stream))
+            except nats.js.errors.NotFoundError as exc:
+                if exc.err_code == STREAM_NOT_FOUND:
+                    return []
+                raise
 
     async def _state(self, name: str) -> api.StreamState | None:
         try:

@@ -47,6 +47,8 @@ class NatsSettings:
         max_age: Seconds a message is kept in streams conveyor creates; 0 (default):
             forever.
         max_msgs: Most messages kept per stream; -1 (default): unlimited.
+        maxlen: The cross-backend name of `max_msgs` (the option Redis, SQLite and memory
+            use); giving both with different values is refused.
         max_bytes: Most bytes kept per stream; -1 (default): unlimited.
         duplicate_window: Seconds over which a repeated ``Nats-Msg-Id`` (publish's
             `msg_id`) is dropped. Default 120.
@@ -88,6 +90,7 @@ class NatsSettings:
     replicas: int = 1
     max_age: float = 0.0
     max_msgs: int = -1
+    maxlen: int | None = None
     max_bytes: int = -1
     duplicate_window: float = 120.0
     ack_wait: float = 30.0
@@ -129,6 +132,19 @@ class NatsSettings:
         )
         settings._validate()
         return settings
+
+    def __post_init__(self) -> None:
+        """`maxlen` becomes `max_msgs` (the JetStream limit)."""
+        if self.maxlen is None:
+            return
+        if self.maxlen < 1:
+            raise ConfigurationError(f"nats:// option maxlen={self.maxlen!r}: must be >= 1")
+        if self.max_msgs not in (-1, self.maxlen):
+            raise ConfigurationError(
+                f"nats:// options maxlen={self.maxlen} and max_msgs={self.max_msgs} disagree:"
+                " maxlen is another name for max_msgs, give one of them"
+            )
+        object.__setattr__(self, "max_msgs", self.maxlen)
 
     def _validate(self) -> None:
         def bad(option: str, why: str) -> ConfigurationError:

@@ -19,12 +19,21 @@ from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from conveyor.base import BaseBackend, ConsumerOptions, check_sizes
+from conveyor.discovery import StreamInfo
 from conveyor.errors import BackendError, BrokerUnavailableError, GroupNotFoundError, WrongTypeError
 from conveyor.message import Message
 from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
-from conveyor_redis.client import make_pool, server_version
-from conveyor_redis.entries import encode_flat, to_messages
+from conveyor_redis.client import make_pool, pack_args, server_version
+from conveyor_redis.discovery import list_groups, list_streams
+from conveyor_redis.entries import encode_entry, to_messages
 from conveyor_redis.errors import ERRORS, reply_token
+from conveyor_redis.retention import (
+    ack_command,
+    check_ack_delete,
+    delete_stream,
+    trim_by_age,
+    xadd_trim,
+)
 from conveyor_redis.session import RedisSession
 from conveyor_redis.settings import RedisSettings
 
@@ -91,36 +100,46 @@ class RedisBackend(BaseBackend):
         return RedisSession(self, stream, group, consumer, claim_idle=options.claim_idle)
 
     def _xadd_head(self, stream: str) -> list[Any]:
-        head: list[Any] = ["XADD", self._key(stream)]
-        if self.settings.maxlen is not None:
-            head += ["MAXLEN", "=" if self.settings.exact_maxlen else "~", self.settings.maxlen]
-        head.append("*")
-        return head
+        return ["XADD", self._key(stream), *xadd_trim(self.settings), "*"]
 
     async def _publish_many(
         self, stream: str, items: list[dict[str, Any]], headers: list[dict[str, str]] | None
     ) -> list[str]:
-        """``XADD`` each payload (headers as the first field), all validated first; one
-        round trip (a pipeline for several)."""
+        """``XADD`` each payload (headers as the first field), all encoded to bytes and
+        validated first; one round trip (one write of every command, packed here, on a
+        single server; a pipeline on a cluster)."""
         fmt = self.settings.payload_format
         if headers is None:
-            encoded = [encode_flat(item, fmt) for item in items]
+            entries = [encode_entry(item, fmt) for item in items]
         else:
-            encoded = [encode_flat(item, fmt, h) for item, h in zip(items, headers, strict=True)]
-        await self.check_sizes(stream, encoded)
+            entries = [encode_entry(item, fmt, h) for item, h in zip(items, headers, strict=True)]
+        await self._check_entry_sizes(stream, entries)
         head = self._xadd_head(stream)
         action = f"XADD on {stream!r}"
+        trim = trim_by_age(self.settings, self._key(stream))
+        if trim is not None:  # maxlen and max_age: XADD trims by one of them only
+            with ERRORS.mapping(f"XTRIM on {stream!r}"):
+                await self._pool.command(*trim)
         waits = self.settings.wait_replicas
-        if len(encoded) == 1 and not waits:
+        if len(entries) == 1 and not waits:
             with ERRORS.mapping(action):
-                entry_id: str = await self._pool.command(*head, *encoded[0])
+                entry_id: str = await self._pool.command(*head, *entries[0])
             return [entry_id]
-        pipe = self._pool.pipeline()
-        for fields in encoded:
-            pipe.execute_command(*head, *fields)
-        if waits:
-            self.add_wait(pipe)
-        replies = await self._pool.run(pipe, action)
+        if self._pool.packs:
+            packed = pack_args([str(part).encode() for part in head], entries)
+            count = len(entries)
+            if waits:
+                timeout_ms = max(1, int(self.settings.wait_timeout * 1000))
+                packed += pack_args([], [[b"WAIT", b"%d" % waits, b"%d" % timeout_ms]])
+                count += 1
+            replies = await self._pool.run_packed(packed, count, action)
+        else:
+            pipe = self._pool.pipeline()
+            for fields in entries:
+                pipe.execute_command(*head, *fields)
+            if waits:
+                self.add_wait(pipe)
+            replies = await self._pool.run(pipe, action)
         if waits:
             self.check_wait(replies.pop(), action)
         return replies
@@ -204,21 +223,36 @@ class RedisBackend(BaseBackend):
         with ERRORS.mapping(f"XDEL on {stream!r}"):
             return int(await self._pool.command("XDEL", self._key(stream), *ids))
 
+    async def _delete_stream(self, stream: str) -> bool:
+        """``DEL`` of the stream's key (see `conveyor_redis.retention`)."""
+        return await delete_stream(self._pool, self._key(stream), stream)
+
+    async def _streams(self) -> list[StreamInfo]:
+        """Stream keys under ``key_prefix`` (see `conveyor_redis.discovery`)."""
+        return await list_streams(self._pool, self.settings)
+
+    async def _groups(self, stream: str) -> list[str]:
+        return await list_groups(self._pool, self.settings, stream)
+
     async def _ack_by_id(self, stream: str, group: str, message_id: str) -> None:
         """``XACK`` an id read by an earlier process (the seed's `ack_event`)."""
         with ERRORS.mapping(f"XACK on {stream!r}"):
-            await self._pool.command("XACK", self._key(stream), group, message_id)
+            ack = ack_command(self._key(stream), group, [message_id], self.settings.ack_delete)
+            await self._pool.command(*ack)
 
     # -- shared with the sessions ------------------------------------------------------
 
     async def check_sizes(self, stream: str, entries: list[list[str]]) -> None:
         """Refuse an entry over `max_message_bytes` (`PayloadTooLargeError`)."""
+        encoded = [[part.encode("utf-8", "surrogateescape") for part in e] for e in entries]
+        await self._check_entry_sizes(stream, encoded)
+
+    async def _check_entry_sizes(self, stream: str, entries: list[list[bytes]]) -> None:
         limit = self.settings.max_message_bytes
         name = "max_message_bytes"
         if limit is None:
             limit, name = await self._bulk_limit(), "the server's proto-max-bulk-len"
-        sizes = (sum(len(part.encode("utf-8", "surrogateescape")) for part in e) for e in entries)
-        check_sizes(stream, sizes, limit, name)
+        check_sizes(stream, (sum(map(len, e)) for e in entries), limit, name)
 
     async def _bulk_limit(self) -> int:
         """``proto-max-bulk-len``, asked once (512 MiB where CONFIG is not allowed)."""
@@ -254,6 +288,14 @@ async def open_backend(url: str, options: dict[str, Any]) -> RedisBackend:
     """Entry point for ``redis://``, ``rediss://``, ``redis+cluster://``, ``rediss+cluster://``.
 
     Raises:
-        ConfigurationError: an invalid URL or option.
+        ConfigurationError: an invalid URL or option, or ``ack_delete`` on a server
+            older than Redis 8.2.
     """
-    return RedisBackend(RedisSettings.from_url(url, options))
+    backend = RedisBackend(RedisSettings.from_url(url, options))
+    if backend.settings.ack_delete:
+        try:
+            await check_ack_delete(backend._pool, backend.settings)
+        except BaseException:
+            await backend.aclose()
+            raise
+    return backend

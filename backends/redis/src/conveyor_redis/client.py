@@ -15,21 +15,25 @@ pool at all. On one server it costs far less per command than redis-py's
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor_redis.errors import ERRORS
 from conveyor_redis.settings import RedisSettings
 
-__all__ = ["Client", "Gate", "Pool", "make_pool", "server_version"]
+__all__ = ["Client", "Gate", "Pool", "make_pool", "pack_args", "server_version"]
 
 #: Commands whose replies are parsed here rather than by redis-py's callbacks.
 _RAW_COMMANDS = ("XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XRANGE", "XREVRANGE", "XADD")
@@ -145,6 +149,48 @@ class Pool:
                 raise ERRORS.translate(result, action) from result
         return results
 
+    @property
+    def packs(self) -> bool:
+        """True when `run_packed` can be used (one server, not a cluster)."""
+        return isinstance(self.client, Redis)
+
+    async def run_packed(self, packed: bytes, count: int, action: str) -> list[Any]:
+        """Send `count` commands already packed in RESP (`pack_args`) on one connection,
+        in one write, and read their replies in order (one server only: `packs`).
+
+        A pipeline without redis-py's per-command work: it packs every argument of
+        every command in Python and arms a timer for every reply, which costs more than
+        the server's work on an ``XADD``. Here the commands arrive packed and the
+        replies are read under one `socket_timeout` for all of them. Connection errors
+        are retried as redis-py retries a pipeline (the commands may then run twice).
+
+        Raises:
+            ConveyorError: as `run`.
+        """
+        client = self.client
+        if not isinstance(client, Redis):
+            raise TypeError("run_packed needs a single server's client (see `packs`)")
+        pool = client.connection_pool
+        gate = self._gate
+        with ERRORS.mapping(action):
+            if not gate.try_enter():
+                await gate.enter()
+            try:
+                connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    replies: list[Any] = await connection.retry.call_with_retry(
+                        lambda: _exchange(connection, packed, count),
+                        lambda error: connection.disconnect(),
+                    )
+                finally:
+                    await pool.release(connection)
+            finally:
+                gate.leave()
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise ERRORS.translate(reply, action) from reply
+        return replies
+
     async def info(self, section: str) -> dict[str, Any]:
         """``INFO section``, parsed (a cluster's: one dict per node)."""
         gate = self._gate
@@ -162,6 +208,40 @@ class Pool:
         finally:
             for helper in self._helpers:
                 await helper.aclose()
+
+
+async def _exchange(connection: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+    """Write `packed`, then read `count` replies (error replies as exceptions), all
+    within the connection's socket timeout."""
+    await connection.send_packed_command(packed)
+
+    async def read() -> list[Any]:
+        replies: list[Any] = []
+        for _ in range(count):
+            try:  # math.inf: no timer per reply (redis-py 8); the wait_for bounds them all
+                replies.append(await connection.read_response(timeout=math.inf))
+            except ResponseError as exc:  # read_response raises error replies
+                replies.append(exc)
+        return replies
+
+    try:
+        return await asyncio.wait_for(read(), connection.socket_timeout)
+    except asyncio.TimeoutError:  # read_response disconnected when it was cancelled
+        raise RedisTimeoutError("Timeout reading pipelined replies") from None
+
+
+def pack_args(head: Sequence[bytes], commands: Sequence[Sequence[bytes]]) -> bytes:
+    """The RESP of one command per item of `commands`: `head` (packed once) followed by
+    the item's arguments, all already bytes (nothing is encoded again)."""
+    head_packed = b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in head)
+    size = len(head)
+    out: list[bytes] = []
+    append = out.append
+    for args in commands:
+        append(b"*%d\r\n%b" % (size + len(args), head_packed))
+        for arg in args:
+            append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 def make_pool(settings: RedisSettings, *, retries: int) -> Pool:

@@ -1,11 +1,12 @@
 """Stream entries <-> payloads, in both formats this backend reads.
 
-* ``fields`` (what conveyor writes by default, and what the old module and most producers
-  write): one field per payload key; plain strings as they are, anything else as
-  ``json:``-prefixed JSON (`conveyor.codec.encode_fields`).
-* ``json``: the whole payload as JSON in a single `PAYLOAD_FIELD` field. conveyor also
-  uses it for payloads ``fields`` cannot express (``{}``: XADD needs a field; a payload
-  whose only key is `PAYLOAD_FIELD`; a payload with a `HEADERS_FIELD` key).
+* ``json`` (what conveyor writes by default): the whole payload as JSON in a single
+  `PAYLOAD_FIELD` field. conveyor also uses it for payloads ``fields`` cannot express
+  (``{}``: XADD needs a field; a payload whose only key is `PAYLOAD_FIELD`; a payload
+  with a `HEADERS_FIELD` key).
+* ``fields`` (what the old module and most producers write, and conveyor with
+  ``payload_format=fields``): one field per payload key; plain strings as they are,
+  anything else as ``json:``-prefixed JSON (`conveyor.codec.encode_fields`).
 
 Headers, when a message has any, are a JSON object in `HEADERS_FIELD`, written as the
 entry's FIRST field (so reading looks at one field to know whether there are any).
@@ -15,12 +16,11 @@ Reading accepts both formats, whoever wrote them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from json.scanner import make_scanner
+from collections.abc import Mapping
 from typing import Any
 
-from conveyor.codec import JSON_PREFIX, encode_fields, encode_json
-from conveyor.errors import DecodeError
+from conveyor.codec import JSON_PREFIX, encode_fields, encode_json, encode_json_bytes, parse_json
+from conveyor.errors import DecodeError, UnserializablePayloadError
 from conveyor.message import Message
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "decode_flat",
     "decode_headers",
     "decode_mapping",
+    "encode_entry",
     "encode_flat",
     "to_messages",
 ]
@@ -39,29 +40,9 @@ PAYLOAD_FIELD = "conveyor.payload"
 HEADERS_FIELD = "conveyor.headers"
 
 _dump_headers = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-_loads = json.loads
-# The decoder's C scanner without json.loads' wrappers: ~4x less overhead per value,
-# which matters with one JSON value per field. Same grammar as json.loads.
-_scan: Callable[[str, int], tuple[Any, int]] = make_scanner(
-    json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types the class, not its use
-)
 _PREFIX_LEN = len(JSON_PREFIX)
-
-
-def _parse(text: str) -> Any:
-    """``json.loads(text)``, faster for the compact JSON conveyor writes.
-
-    Raises:
-        ValueError: not JSON.
-    """
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:  # leading whitespace, or not JSON: let json.loads decide
-        return _loads(text)
-    if end != len(text):  # trailing whitespace, or extra data
-        return _loads(text)
-    return value
+#: ``json.loads``, by orjson where installed (`conveyor.codec.parse_json`).
+_parse = parse_json
 
 
 def encode_flat(
@@ -87,6 +68,33 @@ def encode_flat(
         flat.append(key)
         flat.append(value)
     return flat
+
+
+_PAYLOAD_BYTES = PAYLOAD_FIELD.encode()
+
+
+def encode_entry(
+    data: dict[str, Any], payload_format: str = "json", headers: dict[str, str] | None = None
+) -> list[bytes]:
+    """`encode_flat`, as the bytes sent (UTF-8; lone surrogates from undecodable replies
+    are written back as the bytes they stand for), each part encoded once.
+
+    Raises:
+        UnserializablePayloadError: the payload would not survive a JSON round trip, or
+            holds text that is not valid Unicode.
+    """
+    try:
+        if payload_format == "json" and not headers:
+            try:
+                return [_PAYLOAD_BYTES, encode_json_bytes(data)]
+            except UnserializablePayloadError:  # maybe text from an undecodable reply
+                return [_PAYLOAD_BYTES, encode_json(data).encode("utf-8", "surrogateescape")]
+        return [
+            part.encode("utf-8", "surrogateescape")
+            for part in encode_flat(data, payload_format, headers)
+        ]
+    except UnicodeEncodeError as exc:
+        raise UnserializablePayloadError(f"payload holds text that is not Unicode: {exc}") from None
 
 
 def _check_text(text: str, what: str) -> None:

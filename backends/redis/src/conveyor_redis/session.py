@@ -22,6 +22,7 @@ from conveyor.errors import BackendClosedError
 from conveyor.message import Message
 from conveyor_redis.entries import encode_flat, to_messages
 from conveyor_redis.errors import ERRORS
+from conveyor_redis.retention import ack_command
 
 if TYPE_CHECKING:
     from conveyor_redis.backend import RedisBackend
@@ -177,17 +178,23 @@ class RedisSession(BaseSession):
             ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""),
         )
         with ERRORS.mapping(self._ack_action):
-            await self._pool.command("XACK", self._key, self.group, *ids)
+            await self._pool.command(*self._ack(ids))
 
     # -- acknowledging and redelivering ------------------------------------------------
 
+    def _ack(self, ids: Sequence[str], key: str | None = None) -> list[Any]:
+        """``XACK`` (``XACKDEL ... ACKED`` with ``ack_delete``) of `ids`."""
+        ack_delete = self.backend.settings.ack_delete
+        return ack_command(key or self._key, self.group, ids, ack_delete)
+
     async def ack(self, messages: Sequence[Message]) -> None:
-        """One multi-id ``XACK`` for the batch; unknown or acked ids are a no-op."""
+        """One multi-id ``XACK`` for the batch (``XACKDEL ... ACKED`` with ``ack_delete``);
+        unknown or acked ids are a no-op."""
         self._check_open()
         if not messages:
             return
         with ERRORS.mapping(self._ack_action):
-            await self._pool.command("XACK", self._key, self.group, *[m.id for m in messages])
+            await self._pool.command(*self._ack([m.id for m in messages]))
 
     async def redeliver(self, messages: Sequence[Message]) -> list[Message]:
         """``XCLAIM`` the messages to this consumer (delivery count + 1), fresh from the
@@ -296,11 +303,11 @@ class RedisSession(BaseSession):
         if settings.cluster and key_slot(key.encode()) != key_slot(dead_key.encode()):
             with ERRORS.mapping(action):
                 dead_id: str = await self._pool.command("XADD", dead_key, "*", *fields)
-                await self._pool.command("XACK", key, self.group, message.id)
+                await self._pool.command(*self._ack([message.id], key))
             return dead_id
         pipe = self._pool.pipeline(transaction=True)
         pipe.execute_command("XADD", dead_key, "*", *fields)
-        pipe.execute_command("XACK", key, self.group, message.id)
+        pipe.execute_command(*self._ack([message.id], key))
         if settings.wait_replicas:
             self.backend.add_wait(pipe)
         results = await self._pool.run(pipe, action)

@@ -47,8 +47,17 @@ class RedisSettings:
         maxlen: Cap each stream at about this many entries when publishing (``XADD
             MAXLEN ~``); None (default) keeps everything. Pending entries trimmed away
             are acknowledged and logged when a consumer meets them.
-        exact_maxlen: Trim to exactly `maxlen` (``MAXLEN =``) instead of the cheaper
-            approximate trim. Default false.
+        exact_maxlen: Trim exactly (``MAXLEN =`` / ``MINID =``) instead of the cheaper
+            approximate trim, which removes whole macro nodes only (100 entries by
+            default). Applies to `max_age` too. Default false.
+        max_age: Seconds an entry is kept: each publish trims entries older than that
+            (``XADD ... MINID ~ <now - max_age>``, Redis 6.2+; with `maxlen` too, an
+            ``XTRIM ... MINID`` follows the ``XADD``). None (default) keeps everything.
+            The threshold comes from this client's clock, entry ids from the server's.
+        ack_delete: Acknowledge with ``XACKDEL ... ACKED`` (Redis 8.2+): an entry is
+            deleted from the stream once every group of the stream acknowledged it.
+            Checked when the backend opens: an older server raises
+            `ConfigurationError`. Default false.
         max_block: Longest single ``XREADGROUP ... BLOCK`` in seconds (default 1.0); a
             longer `block` asked by the engine is cut to this. Must stay well below
             `socket_timeout` so that an idle blocking read is never taken for a dead
@@ -80,10 +89,11 @@ class RedisSettings:
             may write; a larger one raises `PayloadTooLargeError` before anything is
             sent. None (default): the server's ``proto-max-bulk-len`` (asked once;
             512 MiB where ``CONFIG GET`` is not allowed).
-        payload_format: ``fields`` (default): one Redis field per payload key, non-string
-            values as ``json:``-prefixed JSON (the old module's codec; its readers read
-            these entries). ``json``: the whole payload as JSON in one ``conveyor.payload``
-            field. Both formats are always accepted when reading.
+        payload_format: How publishes write payloads. ``json`` (default): the whole
+            payload as JSON in one ``conveyor.payload`` field (the fastest to write and
+            read). ``fields``: one Redis field per payload key, non-string values as
+            ``json:``-prefixed JSON: the old module's codec, for streams that its
+            consumers still read. Both formats are always accepted when reading.
         ssl_cert_reqs: TLS certificate check for ``rediss://``: ``required`` (default),
             ``optional`` or ``none``.
         ssl_ca_certs: CA bundle file for ``rediss://``.
@@ -103,13 +113,15 @@ class RedisSettings:
     key_prefix: str = ""
     maxlen: int | None = None
     exact_maxlen: bool = False
+    max_age: float | None = None
+    ack_delete: bool = False
     max_block: float = 1.0
     socket_timeout: float = 10.0
     socket_connect_timeout: float = 5.0
     retries: int = 3
     max_connections: int = 100
     client_name: str | None = "conveyor"
-    payload_format: Literal["fields", "json"] = "fields"
+    payload_format: Literal["fields", "json"] = "json"
     max_message_bytes: int | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
@@ -135,6 +147,8 @@ class RedisSettings:
             raise ConfigurationError(f"{self.scheme}:// database must be >= 0, not {self.db}")
         if self.maxlen is not None and self.maxlen < 1:
             raise ConfigurationError(f"{self.scheme}:// option maxlen={self.maxlen}: must be >= 1")
+        if self.max_age is not None and not self.max_age > 0:
+            raise ConfigurationError(f"{self.scheme}:// option max_age={self.max_age}: must be > 0")
         if not self.max_block > 0:
             raise ConfigurationError(
                 f"{self.scheme}:// option max_block={self.max_block}: must be > 0"

@@ -16,6 +16,7 @@ from typing import Any
 
 from conveyor.base import BaseBackend, ConsumerOptions, check_sizes
 from conveyor.codec import encode_json
+from conveyor.discovery import StreamInfo
 from conveyor.errors import ConfigurationError, GroupNotFoundError
 from conveyor.message import Message
 from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
@@ -204,6 +205,19 @@ class SqliteBackend(BaseBackend):
         seqs = [int(i) for i in ids if i.isdigit()]
         return await self._worker.call(
             f"deleting from {stream!r} in {self.file}", self._store.delete, stream, seqs
+        )
+
+    async def _delete_stream(self, stream: str) -> bool:
+        return await self._worker.call(
+            f"deleting stream {stream!r} in {self.file}", self._store.delete_stream, stream
+        )
+
+    async def _streams(self) -> list[StreamInfo]:
+        return await self._worker.call(f"listing streams in {self.file}", self._store.streams)
+
+    async def _groups(self, stream: str) -> list[str]:
+        return await self._worker.call(
+            f"listing groups of {stream!r} in {self.file}", self._store.groups, stream
         )
 
     async def _ack_by_id(self, stream: str, group: str, message_id: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import apsw
 
 from conveyor.codec import decode_json
+from conveyor.discovery import StreamInfo
 from conveyor.errors import DecodeError
 from conveyor.message import Message
 
@@ -193,19 +194,20 @@ class Store:
                 ).get
         return int(stream_id), int(group_id)
 
-    def delete_stream(self, stream: str) -> None:
-        """Delete a stream with its entries, groups and pending lists."""
+    def delete_stream(self, stream: str) -> bool:
+        """Delete a stream with its entries, groups and pending lists; whether it existed."""
         db = self.db
         with self._write():
             stream_id = db.execute("SELECT id FROM streams WHERE name = ?", (stream,)).get
             if stream_id is None:
-                return
+                return False
             groups = "SELECT id FROM consumer_groups WHERE stream_id = ?"
             db.execute(f"DELETE FROM pending WHERE group_id IN ({groups})", (stream_id,))
             db.execute(f"DELETE FROM consumers WHERE group_id IN ({groups})", (stream_id,))
             db.execute("DELETE FROM consumer_groups WHERE stream_id = ?", (stream_id,))
             db.execute("DELETE FROM entries WHERE stream_id = ?", (stream_id,))
             db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+        return True
 
     # -- publishing and inspection -----------------------------------------------------
 
@@ -248,6 +250,41 @@ class Store:
         ]
         first_seq = first if isinstance(first, int) else None
         return int(last), first_seq, int(delivered), sum(counts.values()), consumers
+
+    def streams(self) -> list[StreamInfo]:
+        """Every stream with its length, groups and oldest entry, in one read
+        transaction."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            rows = db.execute(
+                "SELECT s.name, (SELECT count(*) FROM entries e WHERE e.stream_id = s.id),"
+                " (SELECT published_at FROM entries e WHERE e.stream_id = s.id"
+                "  ORDER BY seq LIMIT 1) FROM streams s"
+            ).fetchall()
+            groups: dict[str, list[str]] = {}
+            for stream, group in db.execute(
+                "SELECT s.name, g.name FROM consumer_groups g JOIN streams s"
+                " ON s.id = g.stream_id ORDER BY g.name"
+            ):
+                groups.setdefault(stream, []).append(group)
+        finally:
+            db.execute("COMMIT")
+        return [
+            StreamInfo(str(name), int(length or 0), tuple(groups.get(str(name), ())), oldest)
+            for name, length, oldest in rows
+            if oldest is None or isinstance(oldest, (int, float))
+        ]
+
+    def groups(self, stream: str) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT g.name FROM consumer_groups g JOIN streams s ON s.id = g.stream_id"
+                " WHERE s.name = ?",
+                (stream,),
+            )
+        ]
 
     def peek(self, stream: str, count: int) -> list[Message]:
         rows = self.db.execute(
