@@ -50,6 +50,7 @@ from benchmarks.suites import log
 from redis.asyncio import Redis
 
 import nats
+from conveyor.codec import json_library
 
 DEFAULT_URLS = {
     "redis": "redis://127.0.0.1:6379/0",
@@ -79,7 +80,7 @@ async def _reachable(backend: str, url: str) -> str | None:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    dists = ("conveyor", "redis", "hiredis", "nats-py", "aiokafka", "faststream", "apsw")
+    dists = ("conveyor", "redis", "hiredis", "nats-py", "aiokafka", "faststream", "apsw", "orjson")
     for dist in (*dists, "litequeue", "persist-queue"):
         try:
             out[dist] = importlib.metadata.version(dist)
@@ -158,6 +159,7 @@ def main() -> None:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     command = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])
     versions = _versions()
+    versions["conveyor JSON library"] = json_library()
     runner: Callable[[Coroutine[Any, Any, list[BenchResult]]], list[BenchResult]] = asyncio.run
     if args.loop == "uvloop":  # the conveyor[uvloop] extra
         runner = importlib.import_module("uvloop").run

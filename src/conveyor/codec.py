@@ -11,8 +11,7 @@ they are, anything else as ``json:``-prefixed JSON. Strings that themselves star
 JSON itself is written and read by orjson when it is installed (``pip install
 'conveyor[orjson]'``), else by the standard library, with the same meaning either way:
 what orjson handles differently (integers beyond 64 bits, lone surrogates, ``NaN`` and
-``Infinity`` literals written by other producers) goes through the standard library (a
-parse that yields a float beyond 2⁶³, which may have been such an integer, is redone), so
+``Infinity`` literals written by other producers) goes through the standard library, so
 a payload decodes to the same value and an invalid one raises the same error whichever is
 installed. `json_library` says which is in use; `use_json_library` picks one (tests run
 both).
@@ -53,9 +52,14 @@ JsonLibrary = Literal["orjson", "json"]
 
 _std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _std_loads = json.loads
-#: orjson reads integers beyond 64 bits as floats: a parse that yields a float this large
-#: (maybe such an integer, maybe a float) is done again by the standard library.
-_HUGE = float(2**63)
+#: orjson reads integers beyond 64 bits (20 digits or more) as floats: text with a run of
+#: 20 digits (maybe such an integer, maybe a long fraction or a string) is parsed by the
+#: standard library instead. Found in C: fewer than 20 digits in all is the common case
+#: (one `bytes.translate` deleting them); else every digit becomes "0" and everything
+#: else " ", and a run is looked for.
+_DIGITS = b"0123456789"
+_DIGIT_RUN = b"0" * 20
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
 
 
 def _std_dumps_bytes(value: Any) -> bytes:
@@ -107,31 +111,21 @@ def _or_dumps_bytes(value: Any) -> bytes:
 
 
 def _or_parse(text: str | bytes) -> Any:
+    if type(text) is str:
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: the standard library decides
+            return _std_loads(text)
+    else:
+        data = text  # type: ignore[assignment]
+    if len(data) - len(data.translate(None, _DIGITS)) >= 20 and _DIGIT_RUN in data.translate(
+        _DIGITS_AS_ZEROS
+    ):
+        return _std_loads(text)
     try:
-        value = _orjson.loads(text)
+        return _orjson.loads(data)
     except ValueError:  # orjson.JSONDecodeError: NaN/Infinity, lone surrogates, not JSON
         return _std_loads(text)  # the same value, or the standard library's error
-    if _has_huge_float(value):
-        return _std_loads(text)
-    return value
-
-
-def _has_huge_float(value: Any) -> bool:
-    kind = type(value)
-    if kind is float:
-        return value >= _HUGE or value <= -_HUGE  # type: ignore[no-any-return]
-    if kind is dict:
-        value = value.values()
-    elif kind is not list:
-        return False
-    for item in value:
-        kind = type(item)
-        if kind is float:
-            if item >= _HUGE or item <= -_HUGE:
-                return True
-        elif (kind is dict or kind is list) and _has_huge_float(item):
-            return True
-    return False
 
 
 _dumps: Callable[[Any], str] = _std_dumps

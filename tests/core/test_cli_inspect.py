@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,6 @@ from conveyor.discovery import StreamInfo, oldest_entry_at
 from conveyor.message import Message
 from conveyor.testing import FakeClock
 from conveyor_memory import MemoryBackend
-from conveyor_memory.backend import reset
 
 
 def test_age_reads_like_a_duration() -> None:
@@ -29,21 +26,6 @@ def test_age_reads_like_a_duration() -> None:
     assert age(0.0, now=7200) == "2.0 h"
     assert age(0.0, now=3 * 86400) == "3.0 d"
     assert age(10.0, now=5.0) == "0.0 s"  # a clock behind the broker's
-
-
-@pytest.fixture
-async def memory(clock: FakeClock) -> AsyncIterator[MemoryBackend]:
-    name = f"inspect-{uuid.uuid4().hex[:8]}"
-    backend = await conveyor.connect(f"memory://{name}", clock=clock)
-    assert isinstance(backend, MemoryBackend)
-    yield backend
-    await backend.aclose()
-    reset(name)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 async def test_oldest_entry_from_the_listing(memory: MemoryBackend, clock: FakeClock) -> None:

@@ -24,11 +24,6 @@ async def aged(clock: FakeClock) -> AsyncIterator[MemoryBackend]:
     reset(name)
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 async def test_max_age_trims_on_the_next_publish(aged: MemoryBackend, clock: FakeClock) -> None:
     await aged.publish_many("s", [{"n": 1}, {"n": 2}])
     await clock.advance(30)

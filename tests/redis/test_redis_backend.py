@@ -17,7 +17,7 @@ from conveyor.errors import GroupNotFoundError, UnserializablePayloadError, Wron
 from conveyor.options import split_options
 from conveyor.protocol import Capabilities, ConsumerSession
 from conveyor_redis import CAPABILITIES, RedisBackend, RedisSession, open_backend
-from conveyor_redis.client import server_version
+from conveyor_redis.client import pack_args, server_version
 from conveyor_redis.entries import PAYLOAD_FIELD, to_messages
 
 PAYLOAD: dict[str, Any] = {
@@ -180,7 +180,14 @@ async def test_wrong_type_is_typed(backend: RedisBackend, raw: Redis, stream: st
     with pytest.raises(WrongTypeError):
         await backend.publish(stream, {"x": 1})
     with pytest.raises(WrongTypeError):
+        await backend.publish_many(stream, [{"x": 1}, {"x": 2}, {"x": 3}])
+    with pytest.raises(WrongTypeError):
         await backend.group_info(stream, "g")
+    # every error reply of the packed batch was read: the connections stay in step
+    for _ in range(3):
+        ids = await backend.publish_many(stream + "-ok", [{"n": i} for i in range(20)])
+        entries: Any = await raw.xrange(backend.settings.key(stream + "-ok"), count=1000)
+        assert [entry_id for entry_id, _ in entries][-20:] == ids
 
 
 async def test_ack_is_one_multi_id_xack(
@@ -567,3 +574,12 @@ def test_public_names() -> None:
     ]
     for name in conveyor_redis.__all__:
         assert getattr(conveyor_redis, name).__doc__ or name == "CAPABILITIES"
+
+
+def test_packed_commands_are_what_hiredis_would_send() -> None:
+    import hiredis
+
+    head = [b"XADD", b"k", b"MAXLEN", b"~", b"10", b"*"]
+    rows = [[b"f", b"v\r\n"], ["é".encode(), b"", b"b", b"x" * 70_000]]
+    expected = b"".join(hiredis.pack_command((*head, *row)) for row in rows)  # type: ignore[arg-type]
+    assert pack_args(head, rows) == expected
