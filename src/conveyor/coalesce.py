@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.errors import BackendClosedError, PayloadError
+from conveyor.gate import Gate
 
 __all__ = ["MAX_BATCH", "MAX_OUTSTANDING", "Coalescer", "SendMany"]
 
@@ -75,9 +76,7 @@ class Coalescer:
     ) -> None:
         self._send = send
         self._max_batch = max_batch
-        self._capacity = max_outstanding
-        self._room = max_outstanding  # free places
-        self._waiting: deque[asyncio.Future[None]] = deque()  # callers waiting for room
+        self._room = Gate(max_outstanding)  # queued or in flight; then callers wait
         self._busy: set[str] = set()  # streams with a batch in flight
         self._queues: dict[str, deque[_Queued]] = {}  # of busy streams, when any queued
         self._flushers: set[asyncio.Task[None]] = set()
@@ -87,7 +86,7 @@ class Coalescer:
     @property
     def outstanding(self) -> int:
         """Publishes queued or in flight (diagnostics and tests)."""
-        return self._capacity - self._room
+        return self._room.held
 
     async def publish(self, stream: str, data: dict[str, Any], headers: dict[str, str]) -> str:
         """Publish one message (`headers` checked, ``{}`` for none); its id.
@@ -98,10 +97,8 @@ class Coalescer:
         """
         if self._closed:
             raise BackendClosedError("the backend is closed")
-        if self._room > 0 and not self._waiting:
-            self._room -= 1
-        else:
-            await self._wait_for_room()
+        if not self._room.try_enter():
+            await self._room.enter()
         try:
             if stream not in self._busy:  # nothing in flight: go out at once, alone
                 self._busy.add(stream)
@@ -126,7 +123,7 @@ class Coalescer:
                         pass
                 raise
         finally:
-            self._release()
+            self._room.leave()
 
     def _next(self, stream: str) -> None:
         """A batch of `stream` is done: start a flusher for what queued meanwhile, or
@@ -198,27 +195,6 @@ class Coalescer:
 
     # -- room ------------------------------------------------------------------------
 
-    async def _wait_for_room(self) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # handed a place just as we were cancelled: pass it on
-            elif waiter in self._waiting:
-                self._waiting.remove(waiter)
-            raise
-
-    def _release(self) -> None:
-        """Give a place back: to the longest waiter, else to the free count."""
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._room += 1
-
     # -- closing ---------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -226,8 +202,7 @@ class Coalescer:
         let batches in flight finish (at most `grace` seconds), then cancel them."""
         self._closed = True
         closed = BackendClosedError("the backend was closed before this message was sent")
-        while self._waiting:
-            _fail(self._waiting.popleft(), closed)
+        self._room.fail_waiters(lambda waiter: _fail(waiter, closed))
         for queue in self._queues.values():
             while queue:
                 _fail(queue.popleft().future, closed)

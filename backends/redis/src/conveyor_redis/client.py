@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from conveyor.gate import Gate
 from conveyor_redis.errors import ERRORS
 from conveyor_redis.settings import RedisSettings
 
@@ -44,52 +44,6 @@ Client = Redis | RedisCluster
 def _raw(response: Any, **options: Any) -> Any:
     """Keep a reply as hiredis built it (the backend parses stream replies itself)."""
     return response
-
-
-class Gate:
-    """At most `size` holders at a time; the others wait, first come first served.
-
-    ``if not gate.try_enter(): await gate.enter()``, then ``gate.leave()`` in a
-    ``finally``. A leaving holder hands its place to the longest waiter directly, so
-    nobody arriving later overtakes a waiter.
-    """
-
-    __slots__ = ("_free", "_waiting")
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiting: deque[asyncio.Future[None]] = deque()
-
-    def try_enter(self) -> bool:
-        """Take a place if one is free and nobody waits; never suspends."""
-        if self._free and not self._waiting:
-            self._free -= 1
-            return True
-        return False
-
-    async def enter(self) -> None:
-        """Wait for a place (after `try_enter` found none)."""
-        if self.try_enter():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.leave()  # handed a place just as we were cancelled: pass it on
-            elif waiter in self._waiting:  # (a `leave` may have dropped it already)
-                self._waiting.remove(waiter)
-            raise
-
-    def leave(self) -> None:
-        """Give the place back: to the longest waiter, else to the free count."""
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
 
 
 class Pool:

@@ -1,4 +1,5 @@
-"""`conveyor_redis.client.Gate`: how callers wait for a connection (no server needed)."""
+"""`conveyor.gate.Gate`: how callers wait for a place (the coalescer's outstanding
+publishes, the Redis pool's connections); no server needed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from conveyor_redis.client import Gate
+from conveyor.gate import Gate
 
 
 async def hold(gate: Gate) -> None:
@@ -100,3 +101,20 @@ async def test_a_waiter_dropped_by_leave_before_its_cancellation_ran() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     assert free_places(gate) == 1
+
+
+async def test_fail_waiters_fails_every_waiter_and_keeps_the_holders() -> None:
+    gate = Gate(1)
+    assert gate.try_enter()
+    waiters = [asyncio.ensure_future(gate.enter()) for _ in range(3)]
+    await asyncio.sleep(0)
+
+    def fail(waiter: asyncio.Future[None]) -> None:
+        waiter.set_exception(RuntimeError("closed"))
+
+    gate.fail_waiters(fail)
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert [str(r) for r in results] == ["closed"] * 3
+    assert gate.held == 1
+    gate.leave()
+    assert gate.held == 0
