@@ -31,10 +31,9 @@ import pytest
 
 import conveyor
 from conveyor import StreamBackend, StreamProcessor
-from conveyor.errors import BackendClosedError, BrokerUnavailableError
 from conveyor.options import split_options
 from conveyor.testing import wait_until
-from conveyor.testing.processes import LocalNats, LocalRedis, TcpProxy
+from conveyor.testing.processes import LocalNats, LocalRedis, TcpProxy, publish_steadily
 
 pytestmark = pytest.mark.slow
 
@@ -105,25 +104,6 @@ class Tally:
         )
 
 
-async def publish_steadily(
-    backend: StreamBackend, stream: str, n: int, tally: Tally, *, rate: float = 400.0
-) -> None:
-    """Publish ``{"n": i}`` for i < n at about `rate` per second; a publish that fails is
-    retried (it may have been stored: a duplicate, never a loss) until confirmed."""
-    for i in range(n):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await backend.publish(stream, {"n": i})
-                tally.confirmed.add(i)
-                break
-            except (BrokerUnavailableError, BackendClosedError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(1 / rate)
-
-
 @contextlib.asynccontextmanager
 async def processing(
     backend: StreamBackend, stream: str, tally: Tally, **options: Any
@@ -152,7 +132,7 @@ async def run_with_fault(
     until every confirmed message was handled."""
     tally = Tally()
     async with processing(consumer, stream, tally) as processor:
-        sender = asyncio.ensure_future(publish_steadily(publisher, stream, n, tally))
+        sender = asyncio.ensure_future(publish_steadily(publisher, stream, n, tally.confirmed))
         try:
             for mark in at:
                 await wait_until(lambda m=mark: len(tally.confirmed) >= m, timeout=60)  # type: ignore[misc]
@@ -302,7 +282,7 @@ async def test_a_killed_worker_s_messages_are_taken_over(
             assert process.stdout is not None
             line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)
             assert line.strip() == b"ready"
-        sender = asyncio.ensure_future(publish_steadily(publisher, stream, 500, tally))
+        sender = asyncio.ensure_future(publish_steadily(publisher, stream, 500, tally.confirmed))
 
         def handled() -> Counter[int]:
             seen: Counter[int] = Counter()

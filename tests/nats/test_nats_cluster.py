@@ -15,9 +15,8 @@ import pytest
 import conveyor
 import nats
 from conveyor import StreamProcessor
-from conveyor.errors import BackendClosedError, BrokerUnavailableError
 from conveyor.testing import wait_until
-from conveyor.testing.processes import LocalNats, free_port, nats_server
+from conveyor.testing.processes import LocalNats, free_port, nats_server, publish_steadily
 from conveyor.testing.servers import unavailable
 from conveyor_nats import NatsBackend
 
@@ -96,25 +95,15 @@ async def test_killing_the_stream_leader_loses_nothing(cluster: dict[str, LocalN
     async def handle(payload: dict[str, Any]) -> None:
         handled[payload["n"]] += 1
 
-    async def publish(n: int) -> None:
-        for i in range(n):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    await publisher.publish("orders", {"n": i})
-                    confirmed.add(i)
-                    break
-                except (BrokerUnavailableError, BackendClosedError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-            await asyncio.sleep(0.003)
-
     processor = StreamProcessor(consumer, "orders", "g", "w", claim_idle=2.0, retry_delay=0.1)
     processor.set_callback(handle)
     try:
         async with processor:
-            sender = asyncio.ensure_future(publish(500))
+            sender = asyncio.ensure_future(
+                publish_steadily(
+                    publisher, "orders", 500, confirmed, rate=1 / 0.003, retry_pause=0.2
+                )
+            )
             await wait_until(lambda: len(confirmed) >= 150, timeout=60)
             info = await publisher._js.stream_info(publisher.stream_name("orders"))
             leader = info.cluster.leader if info.cluster else None

@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 
 import conveyor
 from conveyor import StreamProcessor
-from conveyor.errors import BackendClosedError, BrokerUnavailableError, ConfigurationError
+from conveyor.errors import ConfigurationError
 from conveyor.testing import wait_until
-from conveyor.testing.processes import LocalRedis, LocalServer, free_port
+from conveyor.testing.processes import LocalRedis, LocalServer, free_port, publish_steadily
 from conveyor.testing.servers import unavailable
 from conveyor_redis import RedisSettings
 
@@ -147,25 +147,15 @@ async def test_processing_resumes_on_the_promoted_replica(
     async def handle(payload: dict[str, Any]) -> None:
         handled[payload["n"]] += 1
 
-    async def publish(n: int) -> None:
-        for i in range(n):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    await publisher.publish("orders", {"n": i})
-                    confirmed.add(i)
-                    break
-                except (BrokerUnavailableError, BackendClosedError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-            await asyncio.sleep(0.002)
-
     processor = StreamProcessor(consumer, "orders", "g", "w", claim_idle=2.0, retry_delay=0.1)
     processor.set_callback(handle)
     try:
         async with processor:
-            sender = asyncio.ensure_future(publish(600))
+            sender = asyncio.ensure_future(
+                publish_steadily(
+                    publisher, "orders", 600, confirmed, rate=1 / 0.002, retry_pause=0.1
+                )
+            )
             await wait_until(lambda: len(confirmed) >= 150, timeout=30)
             sentinels.primary.stop(kill=True)
             killed_at = time.monotonic()

@@ -5,6 +5,8 @@
   shared server.
 * `TcpProxy`: a TCP forwarder in front of a broker whose connections a test can cut
   (every open one at once) and whose new connections it can refuse for a while.
+* `publish_steadily`: a publisher that keeps publishing through such faults, counting
+  what the broker confirmed.
 
 Kafka's launcher is `conveyor_kafka.testing.tansu_broker`.
 """
@@ -21,7 +23,18 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["LocalNats", "LocalRedis", "LocalServer", "TcpProxy", "free_port", "nats_server"]
+from conveyor.errors import BackendClosedError, BrokerUnavailableError
+from conveyor.protocol import StreamBackend
+
+__all__ = [
+    "LocalNats",
+    "LocalRedis",
+    "LocalServer",
+    "TcpProxy",
+    "free_port",
+    "nats_server",
+    "publish_steadily",
+]
 
 
 def free_port(*, cluster_bus: bool = False) -> int:
@@ -291,3 +304,32 @@ def _drop(writer: asyncio.StreamWriter) -> None:
     """Reset the connection (no FIN: the peer sees it die) and release the writer."""
     writer.transport.abort()
     writer.close()
+
+
+async def publish_steadily(
+    backend: StreamBackend,
+    stream: str,
+    n: int,
+    confirmed: set[int],
+    *,
+    rate: float = 400.0,
+    retry_pause: float = 0.1,
+    give_up_after: float = 60.0,
+) -> None:
+    """Publish ``{"n": i}`` for i < n at about `rate` per second, adding each i to
+    `confirmed` once the broker confirmed it. A publish that fails while the broker is
+    unavailable (or the connection closed) is retried every `retry_pause` seconds — it
+    may have been stored: a duplicate, never a loss — for at most `give_up_after`
+    seconds, then its error is raised."""
+    for i in range(n):
+        deadline = time.monotonic() + give_up_after
+        while True:
+            try:
+                await backend.publish(stream, {"n": i})
+                confirmed.add(i)
+                break
+            except (BrokerUnavailableError, BackendClosedError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(retry_pause)
+        await asyncio.sleep(1 / rate)
