@@ -224,6 +224,51 @@ async def test_stop_ends_even_when_a_client_library_swallows_a_cancellation(
     assert not processor.is_running
 
 
+_ack_cancellations = 0
+
+
+async def _slow_ack_that_swallows(self: MemorySession, messages: Sequence[Message]) -> None:
+    """A 0.2 s ack through a client that, like nats-py's publish flush, swallows a
+    cancellation and returns normally."""
+    global _ack_cancellations
+    try:
+        await asyncio.sleep(0.2)
+    except asyncio.CancelledError:
+        _ack_cancellations += 1
+    await _memory_ack(self, messages)
+
+
+async def test_stop_lets_an_ack_in_flight_finish_instead_of_cancelling_it(
+    memory: MemoryBackend,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    global _ack_cancellations
+    _ack_cancellations = 0
+    monkeypatch.setattr(MemorySession, "ack", _slow_ack_that_swallows)
+
+    async def handle(payload: dict[str, Any]) -> None:
+        return None
+
+    processor = make(memory, clock)
+    processor.set_callback(handle)
+    await processor.start()
+    await memory.publish("orders", {"n": 1})
+    await wait_until(lambda: processor.stats.handled == 1)
+    await asyncio.sleep(0.05)  # the acker is inside the ack
+    started = time.monotonic()
+    await asyncio.wait_for(processor.stop(), 10)
+    took = time.monotonic() - started
+    # before: the ack was cancelled, swallowed it, and the acker then waited for work
+    # until cancelled again a second later (a NATS processor's stop took ~1 s longer)
+    assert _ack_cancellations == 0
+    assert took < 0.8, took
+    assert "went on after being cancelled" not in caplog.text
+    assert (await memory.group_info("orders", "billing")).pending == 0
+    assert processor.stats.acked == 1
+
+
 _memory_dead_letter = MemorySession.dead_letter
 
 

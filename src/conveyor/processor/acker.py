@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from conveyor.errors import BackendClosedError, BackendError
 from conveyor.message import Message
 from conveyor.stats import ProcessorStats
 
@@ -36,6 +37,9 @@ class Acker:
         #: Set while no ack call is in flight and nothing waits.
         self.idle = asyncio.Event()
         self.idle.set()
+        #: True while `run` is inside an ack call.
+        self.sending = False
+        self._closing = False
 
     @property
     def busy(self) -> bool:
@@ -60,9 +64,21 @@ class Acker:
         for message in batch:
             release(message)
 
+    def close(self) -> None:
+        """Make `run` return once its ack call in flight (if any) has ended; what is
+        still pending is left to `final_flush`."""
+        self._closing = True
+        self.ready.set()
+
+    def clear(self) -> None:
+        """Forget what is pending and re-arm `run` (the processor stopped; it may start
+        again)."""
+        self.pending.clear()
+        self._closing = False
+
     async def run(self) -> None:
         attempt = 0
-        while True:
+        while not self._closing:
             if not self.pending:
                 self.idle.set()
                 self.ready.clear()
@@ -70,11 +86,18 @@ class Acker:
                 continue
             self.idle.clear()
             session = self.calls.session
+            self.sending = True
             try:
                 await self._send()
             except FAILED_CALL as exc:
+                failure: BackendError | BackendClosedError | None = exc
+            else:
+                failure = None
+            finally:
+                self.sending = False
+            if failure is not None:  # a backoff: a stop cancels it (final_flush retries)
                 attempt += 1
-                await self.calls.recover(exc, attempt, session)
+                await self.calls.recover(failure, attempt, session)
                 continue
             if attempt:
                 attempt = 0

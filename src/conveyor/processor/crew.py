@@ -55,6 +55,12 @@ class Crew:
             for task in pending:
                 log.warning("%s went on after being cancelled; cancelling it again", task)
 
+    async def wait(self, roles: Iterable[str], timeout: float) -> None:
+        """Wait up to `timeout` seconds for the tasks of `roles` to end by themselves."""
+        tasks = [self._tasks[role] for role in roles if role in self._tasks]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     def others(self, *keep: str) -> list[str]:
         """Every role but `keep`."""
         return [role for role in self._tasks if role not in keep]

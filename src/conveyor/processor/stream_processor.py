@@ -278,11 +278,16 @@ class StreamProcessor:
                     self.options.shutdown_timeout,
                 )
         await crew.cancel(crew.others("acker"))  # keeper, unfinished handlers
+        # an ack call in flight is let finish, not cancelled: client libraries may swallow
+        # the cancellation (nats-py's publish flush does) and leave the acker waiting
+        parts.acker.close()
+        if parts.acker.sending:
+            await crew.wait(["acker"], max(self.options.shutdown_timeout, 1.0))
         await crew.cancel(["acker"])
         # shielded: a cancelled stop() still acks what finished, within its time bound
         await asyncio.shield(parts.acker.final_flush(max(self.options.shutdown_timeout, 1.0)))
         await asyncio.shield(parts.calls.close())
-        parts.acker.pending.clear()
+        parts.acker.clear()
         parts.retries.clear()
         parts.ledger.clear()
 
