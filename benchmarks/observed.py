@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import import_module
 from typing import Any, Literal
@@ -29,15 +30,17 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from conveyor.middleware import Middleware
-from conveyor.otel import TracingMiddleware
+from conveyor.otel import TracingMiddleware, extract_context
 from conveyor.prometheus import PrometheusMiddleware
 from conveyor.protocol import StreamBackend
 
 __all__ = [
     "KINDS",
+    "SPAN_ROW",
     "TRACEPARENT",
     "Kind",
     "conveyor_middleware",
@@ -46,6 +49,7 @@ __all__ = [
     "faststream_middleware",
     "faststream_name",
     "faststream_row",
+    "sdk_spans",
     "targets",
 ]
 
@@ -115,6 +119,39 @@ def faststream_middleware(broker: str, kind: Kind) -> Iterator[Any]:
         yield getattr(telemetry, f"{prefix}TelemetryMiddleware")(tracer_provider=provider)
 
 
+#: The anchor row: what one SDK span per message costs by itself.
+SPAN_ROW = "bare OpenTelemetry SDK, one process span per message"
+
+
+def sdk_spans(label: str, n: int) -> BenchResult:
+    """`n` process spans, each started and ended on the OpenTelemetry SDK (the same
+    provider setup, name, kind, remote parent and attributes as `TracingMiddleware`'s),
+    and nothing else: no broker, no handler. Its rate bounds any traced row: at best
+    a traced message costs a plain one plus one such span."""
+    with tracer_provider() as provider:
+        tracer = provider.get_tracer("bench")
+        parent = extract_context({"traceparent": TRACEPARENT})
+        static: dict[str, str | int] = {
+            "messaging.system": label,
+            "messaging.destination.name": "orders",
+            "messaging.consumer.group.name": "conveyor",
+            "messaging.client.id": "bench-1",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "conveyor.outcome": "success",
+        }
+        started = time.perf_counter()
+        for number in range(n):
+            attributes: dict[str, str | int] = {
+                **static,
+                "messaging.message.id": str(number),
+                "conveyor.message.delivery_count": 1,
+            }
+            tracer.start_span("process orders", parent, SpanKind.CONSUMER, attributes).end()
+        elapsed = time.perf_counter() - started
+    return BenchResult(SPAN_ROW, label, n, elapsed, rate=n / elapsed, verified=True)
+
+
 async def conveyor_row(
     kind: Kind, backend: StreamBackend, inspector: StreamBackend, label: str, stream: str, n: int
 ) -> BenchResult:
@@ -157,6 +194,12 @@ def targets(rows: list[Row], plain: dict[str, list[str]]) -> list[Target]:
                 ok = ratio >= goal and row.verified and base.verified
                 what = f"{backend}: {row.name} vs {base_name}"
                 out.append(Target(what, ratio, f">= {goal:g}x", ok))
+                span = by_key.get((backend, SPAN_ROW))
+                if kind == "tracing" and span is not None and span.median:
+                    # plain c=1 plus one SDK span per message: the most a traced row can do
+                    ceiling = 1 / (1 / base.median + 1 / span.median)
+                    what = f"{backend}: {row.name} vs its ceiling ({base_name} + one SDK span)"
+                    out.append(Target(what, row.median / ceiling, "reported", row.verified))
                 peer = by_key.get((backend, faststream_name(kind)))
                 if peer is not None and peer.median:
                     ahead = row.median / peer.median

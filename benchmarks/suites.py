@@ -214,6 +214,7 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         "publish concurrent": concurrent,
         "FastStream publish concurrent": faststream_publish,
         **_anchor_variants("redis", n),
+        "tracing: bare SDK span": lambda: one(_spans("redis", n)),
     }
     for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
         for fmt, backend in (("fields", fields), ("json", as_json)):
@@ -252,6 +253,10 @@ async def bench_redis(url: str, cfg: Config, versions: dict[str, str]) -> list[B
 
 async def one(result: Awaitable[BenchResult]) -> list[BenchResult]:
     return [await result]
+
+
+async def _spans(label: str, n: int) -> BenchResult:
+    return observed.sdk_spans(label, n)
 
 
 def _anchor_variants(label: str, n: int) -> dict[str, Variant]:
@@ -363,6 +368,7 @@ async def bench_nats(url: str, cfg: Config, versions: dict[str, str]) -> list[Be
         "publish concurrent": concurrent,
         "FastStream publish concurrent": faststream_publish,
         **_anchor_variants("nats", n),
+        "tracing: bare SDK span": lambda: one(_spans("nats", n)),
     }
     for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
         variants[observed.conveyor_name(kind)] = observed_engine(kind)
@@ -478,6 +484,7 @@ async def bench_kafka(url: str, cfg: Config, versions: dict[str, str]) -> list[B
         "publish concurrent": concurrent,
         "FastStream publish concurrent": faststream_publish,
         **_anchor_variants("kafka", n),
+        "tracing: bare SDK span": lambda: one(_spans("kafka", n)),
     }
     for kind in observed.KINDS:  # c=1 with metrics, with tracing; FastStream likewise
         variants[observed.conveyor_name(kind)] = observed_engine(kind)
