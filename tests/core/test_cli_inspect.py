@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import conveyor
+from conveyor.base import BaseBackend
 from conveyor.cli import main
 from conveyor.cli.broker import age
 from conveyor.discovery import StreamInfo, oldest_entry_at
@@ -92,3 +94,94 @@ def test_inspect_shows_length_and_oldest_age(tmp_path: Path) -> None:
     empty = CliRunner().invoke(main, ["inspect", url, "empty", "g"])
     assert empty.exit_code == 0, empty.output
     assert "empty │ g │ 0 │ — │ 0 │ 0" in " ".join(empty.stdout.split())
+
+
+def _rows(output: str) -> list[list[str]]:
+    """The body rows of a rich table: cells, stripped (continuation lines included)."""
+    return [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in output.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def test_inspect_without_a_stream_lists_every_stream_and_group(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'overview.db'}"
+
+    async def prepare() -> None:
+        async with conveyor.connect(url) as backend:
+            await backend.publish_many("jobs", [{"n": i} for i in range(3)])
+            await backend.create_group("jobs", "billing")
+            await backend.create_group("jobs", "audit")
+            session = await backend.open_consumer("jobs", "billing", "w1")
+            async with session:
+                assert len(await session.read(count=1, block=None)) == 1  # never acked
+            await backend.publish("lonely", {"n": 1})
+
+    asyncio.run(prepare())
+    result = CliRunner().invoke(main, ["inspect", url])
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.stdout)
+    assert rows[0][:2] == ["jobs", "3"]
+    assert rows[0][3:] == ["audit", "0", "3", "0"]
+    assert rows[1] == ["", "", "", "billing", "1", "2", "1"]  # one read, not acked
+    assert rows[2][:2] == ["lonely", "1"]
+    assert rows[2][3] == "—"
+
+    one = CliRunner().invoke(main, ["inspect", url, "jobs"])
+    assert one.exit_code == 0, one.output
+    assert "groups of jobs" in one.stdout
+    assert [row[3] for row in _rows(one.stdout)] == ["audit", "billing"]
+
+
+def test_inspect_of_a_missing_stream_or_too_many_arguments_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    missing = CliRunner().invoke(main, ["inspect", url, "nope"])
+    assert missing.exit_code == 2
+    assert "no stream 'nope' on this broker" in missing.output
+    extra = CliRunner().invoke(main, ["inspect", url, "a", "b", "c"])
+    assert extra.exit_code == 2
+    assert "expected [URL] [STREAM [GROUP]], got 4 argument(s)" in extra.output
+    empty = CliRunner().invoke(main, ["inspect", url])
+    assert empty.exit_code == 0
+    assert "no streams" in empty.output
+
+
+def test_inspect_without_a_stream_on_a_backend_that_cannot_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor_sqlite import SqliteBackend
+
+    async def cannot(self: Any) -> Any:
+        raise NotImplementedError
+
+    monkeypatch.setattr(SqliteBackend, "_streams", cannot)  # as a backend without listing
+    result = CliRunner().invoke(main, ["inspect", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 2
+    assert "cannot list its streams: give STREAM GROUP" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_inspect_lists_redis_streams(redis_url: str) -> None:
+    prefix = f"conveyor-inspect-{uuid.uuid4().hex[:8]}:"
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}key_prefix={prefix}"
+
+    async def prepare() -> None:
+        async with conveyor.connect(url) as backend:
+            await backend.publish_many("orders", [{"n": i} for i in range(2)])
+            await backend.create_group("orders", "shop")
+
+    async def drop() -> None:
+        async with conveyor.connect(url) as backend:
+            assert isinstance(backend, BaseBackend)
+            await backend.delete_stream("orders")
+
+    asyncio.run(prepare())
+    try:
+        result = CliRunner().invoke(main, ["inspect", url])
+    finally:
+        asyncio.run(drop())
+    assert result.exit_code == 0, result.output
+    (row,) = _rows(result.stdout)
+    assert row[:2] == ["orders", "2"]
+    assert row[3:6] == ["shop", "0", "2"]  # group, pending, lag

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from conveyor.base import BaseBackend
 from conveyor.cli.common import (
     URL_HELP,
     fail,
@@ -16,6 +17,7 @@ from conveyor.cli.common import (
     refuse_process_local,
     run_async,
     url_and_args,
+    url_and_up_to,
 )
 from conveyor.discovery import oldest_entry_at
 from conveyor.registry import available_backends, connect
@@ -58,7 +60,7 @@ def publish(args: tuple[str, ...], url: str | None) -> None:
 
 
 @click.command()
-@click.argument("args", nargs=-1, metavar="[URL] STREAM GROUP")
+@click.argument("args", nargs=-1, metavar="[URL] [STREAM [GROUP]]")
 @click.option("--url", envvar="CONVEYOR_URL", default=None, help=URL_HELP)
 @click.option(
     "--dead",
@@ -73,12 +75,19 @@ def inspect(
     args: tuple[str, ...], url: str | None, dead_count: int, dead_letter_stream: str | None
 ) -> None:
     """Show length, oldest entry's age, pending count, lag, consumers and recent dead
-    letters of STREAM/GROUP.
+    letters of STREAM/GROUP; without GROUP, every group of STREAM; without STREAM, every
+    stream and group the broker lists.
 
-    The URL is the first argument, or --url, or CONVEYOR_URL, or the default.
+    The URL is the first argument (it has ``://``), or --url, or CONVEYOR_URL, or the
+    default.
     """
-    url, (stream, group) = url_and_args(url, args, "STREAM GROUP")
+    url, rest = url_and_up_to(url, args, "[STREAM [GROUP]]", 2)
     refuse_process_local(url, "inspect")
+    if len(rest) < 2:
+        names(**({"stream": rest[0]} if rest else {}))
+        run_async(_overview(url, rest[0] if rest else None))
+        return
+    stream, group = rest
     names(stream=stream, group=group)
     if dead_letter_stream is not None:
         names(**{"dead-letter stream": dead_letter_stream})
@@ -123,6 +132,54 @@ def inspect(
         console.print(letters)
 
     run_async(go())
+
+
+async def _overview(url: str, only: str | None) -> None:
+    """One row per (stream, group): every stream the broker lists, or `only`'s groups."""
+    async with connect(url) as backend:
+        try:
+            if not isinstance(backend, BaseBackend):
+                raise NotImplementedError
+            found = [i for i in await backend.streams() if only is None or i.name == only]
+        except NotImplementedError:
+            fail(
+                f"{backend.capabilities.name} cannot list its streams: give STREAM GROUP"
+                " (conveyor inspect [URL] STREAM GROUP)"
+            )
+        if only is not None and not found:
+            fail(f"no stream {only!r} on this broker (conveyor inspect [URL] lists them)")
+        rows = []
+        for stream in found:
+            oldest = stream.oldest_at
+            if oldest is None and stream.length:
+                oldest = await oldest_entry_at(backend, stream.name)
+            infos = [await backend.group_info(stream.name, g) for g in stream.groups]
+            rows.append((stream, oldest, infos))
+    title = f"groups of {only}" if only is not None else "streams"
+    table = Table("stream", "length", "oldest", "group", "pending", "lag", "consumers", title=title)
+    for stream, oldest, infos in rows:
+        length = "unknown" if stream.length is None else str(stream.length)
+        name = stream.name
+        if stream.dead_letter_of is not None:
+            name += " (dead letters)"
+        if not infos:
+            table.add_row(name, length, age(oldest), "—", "", "", "")
+        for number, info in enumerate(infos):
+            first = number == 0
+            table.add_row(
+                name if first else "",
+                length if first else "",
+                age(oldest) if first else "",
+                info.group,
+                str(info.pending),
+                "unknown" if info.lag is None else str(info.lag),
+                str(len(info.consumers)),
+            )
+    console = Console()
+    if not rows:
+        console.print("no streams")
+        return
+    console.print(table)
 
 
 def age(published_at: float | None, now: float | None = None) -> str:

@@ -108,6 +108,22 @@ def url_and_args(
     return resolve_url(url), list(args)
 
 
+def url_and_up_to(
+    url: str | None, args: tuple[str, ...], names: str, most: int
+) -> tuple[str, list[str]]:
+    """``[URL] [A [B]]`` positional arguments, up to `most` after the URL: a first
+    argument with ``://`` in it is the URL (else --url/CONVEYOR_URL/the default)."""
+    if args and "://" in args[0]:
+        if url is not None and os.environ.get("CONVEYOR_URL") != url:
+            fail("the URL is given twice: as an argument and with --url")
+        url, rest = check_url(args[0]), list(args[1:])
+    else:
+        url, rest = resolve_url(url), list(args)
+    if len(rest) > most:
+        fail(f"expected [URL] {names}, got {len(args)} argument(s)")
+    return url, rest
+
+
 def names(**given: str) -> None:
     """Refuse an empty stream/group name before connecting: ``names(stream=s, group=g)``."""
     for kind, value in given.items():
