@@ -8,7 +8,11 @@ with tansu_broker() as url:          # kafka://127.0.0.1:<free port>?idempotent=
 ```
 
 Tansu keeps everything in memory and is not Apache Kafka: a new group takes seconds to
-join, a waiting fetch is not answered early (hence ``fetch_max_wait_ms=10`` in the URL),
+join (it answers JoinGroup and SyncGroup when it polls the group, every half rebalance
+timeout: a follower's SyncGroup that arrives before the leader's waits a whole extra
+round, where Apache Kafka answers it as soon as the leader's arrives, so a test that
+needs a formed group waits for it, e.g. with DescribeGroups), a waiting fetch is not
+answered early (hence ``fetch_max_wait_ms=10`` in the URL),
 ListOffsets(latest) is off by a batch, and its memory storage refuses idempotent producers
 (hence ``idempotent=false``).
 """
