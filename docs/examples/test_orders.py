@@ -13,6 +13,9 @@ import conveyor
 from conveyor.testing import FakeClock, HandlerErrors, dead_letters, run_until_idle
 from conveyor_memory import reset
 
+# async tests, run by pytest-asyncio in its strict mode too (or set asyncio_mode = "auto")
+pytestmark = pytest.mark.asyncio
+
 charged: dict[int, int] = {}
 
 

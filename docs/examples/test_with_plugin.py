@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import conveyor
 from conveyor.protocol import StreamBackend
 from conveyor.testing import FakeClock, dead_letters, run_app_until_idle
+
+# async tests, run by pytest-asyncio in its strict mode too (or set asyncio_mode = "auto")
+pytestmark = pytest.mark.asyncio
 
 
 def make_app(backend: StreamBackend, shipped: list[int]) -> conveyor.App:

@@ -43,6 +43,21 @@ def test_the_docs_example_passes_on_memory_by_default() -> None:
     assert "1 passed" in result.stdout
 
 
+@pytest.mark.parametrize("example", ["test_with_plugin.py", "test_orders.py"])
+def test_the_docs_examples_pass_copied_into_a_project_in_strict_mode(
+    example: str, tmp_path: Path
+) -> None:
+    """Copied into a project without conveyor's pytest settings: pytest-asyncio's
+    default strict mode runs only marked async tests (the examples mark themselves)."""
+    copy = tmp_path / example
+    copy.write_text((EXAMPLE.parent / example).read_text())
+    result = run_pytest(
+        str(copy), "--rootdir", str(tmp_path), "-c", os.devnull, "-o", "asyncio_mode=strict"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
 def test_conveyor_url_runs_the_same_tests_on_another_broker(tmp_path: Path) -> None:
     database = tmp_path / "plugin.db"
     result = run_pytest(str(EXAMPLE), f"--conveyor-url=sqlite:///{database}")
