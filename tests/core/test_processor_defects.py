@@ -433,3 +433,33 @@ async def test_a_retry_scheduled_just_before_the_clock_moves_still_comes_due(
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
         await calls.session.aclose()
+
+
+async def _ack_that_never_returns(self: MemorySession, messages: Sequence[Message]) -> None:
+    await asyncio.sleep(3600)
+
+
+async def test_an_ack_that_never_returns_holds_stop_for_one_time_budget_only(
+    memory: MemoryBackend,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(MemorySession, "ack", _ack_that_never_returns)
+
+    async def handle(payload: dict[str, Any]) -> None:
+        return None
+
+    processor = make(memory, clock, shutdown_timeout=0.2)  # the ack budget: max(0.2, 1.0)
+    processor.set_callback(handle)
+    await processor.start()
+    await memory.publish("orders", {"n": 1})
+    await wait_until(lambda: processor.stats.handled == 1)
+    await asyncio.sleep(0.05)  # the acker is inside the ack
+    started = time.monotonic()
+    await asyncio.wait_for(processor.stop(), 10)
+    took = time.monotonic() - started
+    # the ack in flight and the final flush share one second, not one each
+    assert 0.9 < took < 1.6, took
+    assert "1 finished message(s) could not be acked before shutdown" in caplog.text
+    assert (await memory.group_info("orders", "billing")).pending == 1  # delivered again

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -280,12 +281,15 @@ class StreamProcessor:
         await crew.cancel(crew.others("acker"))  # keeper, unfinished handlers
         # an ack call in flight is let finish, not cancelled: client libraries may swallow
         # the cancellation (nats-py's publish flush does) and leave the acker waiting
+        # one real-time budget for the ack in flight and the final flush together
+        acks_until = time.monotonic() + max(self.options.shutdown_timeout, 1.0)
         parts.acker.close()
         if parts.acker.sending:
-            await crew.wait(["acker"], max(self.options.shutdown_timeout, 1.0))
+            await crew.wait(["acker"], acks_until - time.monotonic())
         await crew.cancel(["acker"])
         # shielded: a cancelled stop() still acks what finished, within its time bound
-        await asyncio.shield(parts.acker.final_flush(max(self.options.shutdown_timeout, 1.0)))
+        flush = parts.acker.final_flush(max(0.0, acks_until - time.monotonic()))
+        await asyncio.shield(flush)
         await asyncio.shield(parts.calls.close())
         parts.acker.clear()
         parts.retries.clear()
