@@ -37,6 +37,7 @@ __all__ = ["App", "HandlerSpec"]
 log = logging.getLogger("conveyor.app")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,11 @@ class App:
     ) -> None:
         """Run every handler until `stop` is set (or forever), then stop gracefully.
 
+        A `stop` set while the backend is still connecting or the processors are still
+        starting (retrying an unreachable broker, say) ends the start at once: the
+        pending connect or start is cancelled, the processors already started are
+        stopped gracefully, the backend is closed, and `run` returns normally.
+
         Args:
             target: A backend URL (opened and closed here) or an open backend.
             consumer: Consumer name for every handler without its own.
@@ -186,11 +192,18 @@ class App:
         Raises:
             RuntimeError: a processor crashed (after the others were stopped).
         """
-        if isinstance(target, str):
-            async with connect(target) as backend:
-                await self._run(backend, consumer, index, stop)
-        else:
+        if not isinstance(target, str):
             await self._run(target, consumer, index, stop)
+            return
+        opening = await _before_stop(lambda: connect(target), stop)
+        if opening is None:
+            log.info("stop asked while connecting: stopped before the app had started")
+            return
+        backend = opening.result()
+        try:
+            await self._run(backend, consumer, index, stop)
+        finally:
+            await backend.aclose()
 
     async def _run(
         self,
@@ -203,26 +216,50 @@ class App:
         started: list[StreamProcessor] = []
         uninstall = self._wrap_publishes(backend)
         try:
-            for processor in processors:
-                await processor.start()
-                started.append(processor)
-            waits = [asyncio.ensure_future(p.wait()) for p in started]
-            stopper = asyncio.ensure_future((stop or asyncio.Event()).wait())
-            try:
-                await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopper.cancel()
-                for task in waits:
-                    task.cancel()
-                await asyncio.wait([stopper, *waits])
-                for task in waits:
-                    if not task.cancelled():
-                        task.exception()  # retrieved here, re-raised by wait() below
+            if await self._start(processors, started, stop):
+                await self._wait(started, stop)
         finally:
             await asyncio.shield(asyncio.gather(*(p.stop() for p in started)))
             uninstall()
         for processor in started:
             await processor.wait()  # raises if one crashed
+
+    async def _start(
+        self,
+        processors: list[StreamProcessor],
+        started: list[StreamProcessor],
+        stop: asyncio.Event | None,
+    ) -> bool:
+        """Start `processors` in turn, adding each to `started`; False when `stop` came
+        first (the start in progress is cancelled)."""
+        for processor in processors:
+            starting = await _before_stop(processor.start, stop)
+            if starting is None:
+                log.info(
+                    "stop asked while starting (%d of %d handler(s) started):"
+                    " stopped before the app had started",
+                    len(started),
+                    len(processors),
+                )
+                return False
+            starting.result()
+            started.append(processor)
+        return True
+
+    async def _wait(self, started: list[StreamProcessor], stop: asyncio.Event | None) -> None:
+        """Until `stop` is set or a processor stops by itself (a crash)."""
+        waits = [asyncio.ensure_future(p.wait()) for p in started]
+        stopper = asyncio.ensure_future((stop or asyncio.Event()).wait())
+        try:
+            await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            for task in waits:
+                task.cancel()
+            await asyncio.wait([stopper, *waits])
+            for task in waits:
+                if not task.cancelled():
+                    task.exception()  # retrieved here, re-raised by wait() in _run
 
     def _wrap_publishes(self, backend: StreamBackend) -> Callable[[], None]:
         """Add the app's middleware to `backend`'s publishes (those not there yet);
@@ -238,3 +275,30 @@ class App:
                 backend.remove_middleware(middleware)
 
         return uninstall
+
+
+async def _before_stop(
+    work: Callable[[], Awaitable[T]], stop: asyncio.Event | None
+) -> asyncio.Future[T] | None:
+    """Run ``work()`` until it ends or `stop` is set: its finished task (``.result()``
+    returns what it returned or raises what it raised), or None when `stop` came first
+    (``work()`` was then cancelled, or not called at all when `stop` was set already).
+    A cancellation of the caller cancels ``work()`` too."""
+    if stop is not None and stop.is_set():
+        return None
+    task = asyncio.ensure_future(work())
+    stopper = asyncio.ensure_future((stop or asyncio.Event()).wait())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopped_first = not task.done()
+    finally:
+        stopper.cancel()
+        task.cancel()  # does nothing when it has finished
+        await asyncio.wait([task, stopper])
+    if task.cancelled():
+        return None
+    if stopped_first and task.exception() is not None:
+        # a client that turned our cancellation into an error of its own
+        log.debug("cancelled by the stop: %r", task.exception())
+        return None
+    return task

@@ -5,6 +5,8 @@
   shared server.
 * `TcpProxy`: a TCP forwarder in front of a broker whose connections a test can cut
   (every open one at once) and whose new connections it can refuse for a while.
+* `SilentServer`: a port that accepts connections and never answers (a hung broker, or
+  a URL pointing at a service that waits for its own protocol).
 * `publish_steadily`: a publisher that keeps publishing through such faults, counting
   what the broker confirmed.
 
@@ -19,6 +21,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +33,7 @@ __all__ = [
     "LocalNats",
     "LocalRedis",
     "LocalServer",
+    "SilentServer",
     "TcpProxy",
     "free_port",
     "nats_server",
@@ -208,6 +212,46 @@ class LocalNats(LocalServer):
         super().__init__([*command, "-a", "127.0.0.1", "-p", str(port), *args], port)
         self.store = store
         self.url = f"{scheme}://127.0.0.1:{port}"
+
+
+class SilentServer:
+    """Listens on a free 127.0.0.1 port, accepts every connection and holds it open
+    without ever writing a byte, until the ``with`` block ends. Runs in a thread, so
+    tests that drive a subprocess can use it as well as async tests.
+
+    Attributes:
+        port: The port it listens on.
+        accepted: How many connections it accepted so far.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        for conn in self._held:
+            conn.close()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._done.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:  # (socket.timeout is TimeoutError)
+                continue
+            self._held.append(conn)
+            self.accepted += 1
 
 
 class TcpProxy:

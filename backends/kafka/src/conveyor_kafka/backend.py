@@ -50,6 +50,7 @@ from conveyor_kafka._member import Member, encode_headers, parse_id, to_message
 from conveyor_kafka._producer import Producer, RecordHeaders
 from conveyor_kafka.discovery import list_groups, list_streams
 from conveyor_kafka.errors import ERRORS, MOVED, check_created
+from conveyor_kafka.probe import answering_servers
 from conveyor_kafka.session import KafkaSession
 from conveyor_kafka.settings import KafkaSettings, topic_name
 from conveyor_kafka.topics import delete_topic
@@ -89,7 +90,17 @@ class KafkaBackend(BaseBackend):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the admin client (fails fast when no broker answers)."""
+        """Connect the admin client. First every bootstrap server is asked to answer
+        within ``connect_timeout_ms`` (see `conveyor_kafka.probe`); when some do not,
+        the backend's clients bootstrap from those that did (`settings` says which).
+
+        Raises:
+            BrokerUnavailableError: no bootstrap server answered like a Kafka broker.
+        """
+        servers = await answering_servers(self.settings)
+        if len(servers) < len(self.settings.bootstrap_servers):
+            self.settings = replace(self.settings, bootstrap_servers=tuple(servers))
+            self._producer = Producer(self.settings, self._is_closed, self._ensure_topic)
         admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
         try:
             with ERRORS.mapping(f"kafka connect to {','.join(self.settings.bootstrap_servers)}"):

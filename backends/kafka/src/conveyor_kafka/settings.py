@@ -121,6 +121,12 @@ class KafkaSettings:
             many offsets were delivered past its commit point, e.g. behind a message that
             keeps failing; bounds the work redone after a crash. Default 10000.
         request_timeout_ms: Client request timeout.
+        connect_timeout_ms: How long opening the backend waits for each bootstrap server
+            to accept a connection and answer like a Kafka broker (``ApiVersions``).
+            aiokafka itself bounds that first contact only by `request_timeout_ms`, so a
+            port that accepts connections and never answers held it 40 s. When no
+            bootstrap server answers in time, opening raises `BrokerUnavailableError`;
+            later requests keep `request_timeout_ms`. Default 5000.
         client_id: Client id shown in broker logs.
         idempotent: Idempotent producer (``enable_idempotence``). Default True; Tansu's
             memory storage refuses InitProducerId, so tests against it set False.
@@ -152,6 +158,7 @@ class KafkaSettings:
     max_poll_interval_ms: int = 300_000
     max_uncommitted: int = 10_000
     request_timeout_ms: int = 40_000
+    connect_timeout_ms: int = 5_000
     client_id: str = "conveyor"
     idempotent: bool = True
     linger_ms: int = 0
@@ -192,6 +199,7 @@ class KafkaSettings:
             "replication_factor": self.replication_factor,
             "max_uncommitted": self.max_uncommitted,
             "request_timeout_ms": self.request_timeout_ms,
+            "connect_timeout_ms": self.connect_timeout_ms,
             "max_poll_interval_ms": self.max_poll_interval_ms,
         }
         for name, value in positive.items():

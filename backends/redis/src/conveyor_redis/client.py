@@ -26,14 +26,14 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.gate import Gate
-from conveyor_redis.errors import ERRORS
+from conveyor_redis.errors import ERRORS, HandshakeTimeoutError, NotRedisServerError
 from conveyor_redis.settings import RedisSettings
 
-__all__ = ["Client", "Gate", "Pool", "make_pool", "pack_args", "server_version"]
+__all__ = ["Client", "Gate", "Pool", "handshake", "make_pool", "pack_args", "server_version"]
 
 #: Commands whose replies are parsed here rather than by redis-py's callbacks.
 _RAW_COMMANDS = ("XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XRANGE", "XREVRANGE", "XADD")
@@ -184,6 +184,43 @@ async def _exchange(connection: AbstractConnection, packed: bytes, count: int) -
         raise RedisTimeoutError("Timeout reading pipelined replies") from None
 
 
+async def handshake(connection: AbstractConnection) -> None:
+    """redis-py's handshake of a new connection (``AUTH``/``HELLO``, ``CLIENT SETNAME``
+    and ``SETINFO``, ``SELECT``) within ``socket_connect_timeout``.
+
+    redis-py reads the handshake's replies with ``socket_timeout`` and retries a timeout
+    as a lost connection, so a port that accepts connections and never answers held the
+    first command for (1 + retries) x socket_timeout (40 s by default). Here the first
+    contact fails once, within the connect timeout, with `HandshakeTimeoutError` (which
+    redis-py does not retry), and a reply that is not RESP at all (another service on
+    the port: NATS greets with ``INFO {...}``) with `NotRedisServerError`. Commands on
+    the connection keep ``socket_timeout``. Passed to the clients as
+    ``redis_connect_func``, which redis-py calls instead of ``on_connect`` once the
+    TCP/TLS connection is up; it disconnects on any `RedisError` raised here.
+    """
+    try:
+        await asyncio.wait_for(connection.on_connect(), connection.socket_connect_timeout)
+    except (asyncio.TimeoutError, RedisTimeoutError) as exc:
+        # redis-py's own TimeoutError: its socket_timeout was the shorter of the two
+        option = (
+            "socket_timeout" if isinstance(exc, RedisTimeoutError) else "socket_connect_timeout"
+        )
+        raise HandshakeTimeoutError(
+            f"{_address(connection)} accepted the connection but did not answer like a"
+            f" Redis server within {getattr(connection, option)} s ({option})"
+        ) from None
+    except InvalidResponse as exc:
+        raise NotRedisServerError(
+            f"{_address(connection)} does not speak the Redis protocol (it answered: {exc})"
+        ) from exc
+
+
+def _address(connection: AbstractConnection) -> str:
+    host = str(getattr(connection, "host", "?"))
+    port = getattr(connection, "port", "?")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def pack_args(head: Sequence[bytes], commands: Sequence[Sequence[bytes]]) -> bytes:
     """The RESP of one command per item of `commands`: `head` (packed once) followed by
     the item's arguments, all already bytes (nothing is encoded again)."""
@@ -250,14 +287,14 @@ def make_pool(settings: RedisSettings, *, retries: int) -> Pool:
         )
         client = sentinels.master_for(
             settings.service_name or "", redis_class=Redis, db=settings.db,
-            max_connections=size, ssl=settings.tls, **common, **tls,
+            max_connections=size, ssl=settings.tls, redis_connect_func=handshake, **common, **tls,
         )  # fmt: skip
         helpers = tuple(sentinels.sentinels)
     else:
         host, port = settings.hosts[0]
         client = Redis(
             host=host, port=port, db=settings.db, max_connections=size, ssl=settings.tls,
-            **common, **tls,
+            redis_connect_func=handshake, **common, **tls,
         )  # fmt: skip
     for command in _RAW_COMMANDS:
         client.set_response_callback(command, _raw)

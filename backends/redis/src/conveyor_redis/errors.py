@@ -19,7 +19,14 @@ from conveyor.errors import (
 )
 from redis import exceptions as rx
 
-__all__ = ["ERRORS", "UNREACHABLE", "error_code", "reply_token"]
+__all__ = [
+    "ERRORS",
+    "UNREACHABLE",
+    "HandshakeTimeoutError",
+    "NotRedisServerError",
+    "error_code",
+    "reply_token",
+]
 
 #: Reply tokens of a server that is there but cannot serve right now: retry later.
 _UNAVAILABLE = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY"})
@@ -27,7 +34,23 @@ _UNAVAILABLE = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERD
 #: `error_code` of a cluster client error raised because no node could be reached.
 UNREACHABLE = "UNREACHABLE"
 
-_CONNECTION = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+class HandshakeTimeoutError(rx.RedisError):
+    """Raised by this backend's connection handshake (`conveyor_redis.client`): the server
+    accepted the TCP connection but did not answer it in time.
+
+    Not a redis-py ``ConnectionError`` or ``TimeoutError`` on purpose: redis-py retries
+    those, each attempt waiting as long again, while the engine retries the
+    `BrokerUnavailableError` this becomes with a backoff of its own.
+    """
+
+
+class NotRedisServerError(rx.InvalidResponse):
+    """Raised by this backend's connection handshake: the server answered with something
+    that is not the Redis protocol (another service listens on that port)."""
+
+
+_CONNECTION = (rx.ConnectionError, rx.TimeoutError, HandshakeTimeoutError, OSError)
 
 
 def reply_token(exc: BaseException) -> str:
@@ -86,6 +109,14 @@ ERRORS = ErrorMap(
             BrokerUnavailableError,
             types=_CONNECTION,
             example=lambda: rx.ConnectionError("Error 111 connecting to 127.0.0.1:6379."),
+        ),
+        Rule(
+            BackendError,
+            types=(NotRedisServerError,),
+            example=lambda: NotRedisServerError(
+                "127.0.0.1:4222 does not speak the Redis protocol (it answered:"
+                ' Protocol error, got "I" as reply type byte)'
+            ),
         ),
         Rule(
             BrokerUnavailableError,
