@@ -224,6 +224,26 @@ async def test_stop_ends_even_when_a_client_library_swallows_a_cancellation(
     assert not processor.is_running
 
 
+async def _stop_during_an_ack(
+    memory: MemoryBackend, clock: FakeClock, **options: Any
+) -> tuple[StreamProcessor, float]:
+    """Handle one message, stop while the acker is inside its ack: the processor and
+    how long `stop()` took."""
+
+    async def handle(payload: dict[str, Any]) -> None:
+        return None
+
+    processor = make(memory, clock, **options)
+    processor.set_callback(handle)
+    await processor.start()
+    await memory.publish("orders", {"n": 1})
+    await wait_until(lambda: processor.stats.handled == 1)
+    await asyncio.sleep(0.05)  # the acker is inside the ack
+    started = time.monotonic()
+    await asyncio.wait_for(processor.stop(), 10)
+    return processor, time.monotonic() - started
+
+
 _ack_cancellations = 0
 
 
@@ -248,18 +268,7 @@ async def test_stop_lets_an_ack_in_flight_finish_instead_of_cancelling_it(
     _ack_cancellations = 0
     monkeypatch.setattr(MemorySession, "ack", _slow_ack_that_swallows)
 
-    async def handle(payload: dict[str, Any]) -> None:
-        return None
-
-    processor = make(memory, clock)
-    processor.set_callback(handle)
-    await processor.start()
-    await memory.publish("orders", {"n": 1})
-    await wait_until(lambda: processor.stats.handled == 1)
-    await asyncio.sleep(0.05)  # the acker is inside the ack
-    started = time.monotonic()
-    await asyncio.wait_for(processor.stop(), 10)
-    took = time.monotonic() - started
+    processor, took = await _stop_during_an_ack(memory, clock)
     # before: the ack was cancelled, swallowed it, and the acker then waited for work
     # until cancelled again a second later (a NATS processor's stop took ~1 s longer)
     assert _ack_cancellations == 0
@@ -447,18 +456,8 @@ async def test_an_ack_that_never_returns_holds_stop_for_one_time_budget_only(
 ) -> None:
     monkeypatch.setattr(MemorySession, "ack", _ack_that_never_returns)
 
-    async def handle(payload: dict[str, Any]) -> None:
-        return None
-
-    processor = make(memory, clock, shutdown_timeout=0.2)  # the ack budget: max(0.2, 1.0)
-    processor.set_callback(handle)
-    await processor.start()
-    await memory.publish("orders", {"n": 1})
-    await wait_until(lambda: processor.stats.handled == 1)
-    await asyncio.sleep(0.05)  # the acker is inside the ack
-    started = time.monotonic()
-    await asyncio.wait_for(processor.stop(), 10)
-    took = time.monotonic() - started
+    # shutdown_timeout=0.2: the budget for acks at stop is max(0.2, 1.0) s
+    _, took = await _stop_during_an_ack(memory, clock, shutdown_timeout=0.2)
     # the ack in flight and the final flush share one second, not one each
     assert 0.9 < took < 1.6, took
     assert "1 finished message(s) could not be acked before shutdown" in caplog.text
