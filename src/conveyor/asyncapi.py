@@ -129,13 +129,16 @@ def servers(url: str) -> dict[str, Any]:
     """AsyncAPI server objects for `url`: one per host, no credentials, no query.
 
     Raises:
-        ConfigurationError: `url` has no ``scheme://``.
+        ConfigurationError: `url` has no ``scheme://``, or a port that is not a number
+            from 0 to 65535.
     """
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         raise ConfigurationError(f"not a URL (expected scheme://...): {redact_url(url)!r}")
     parts = urlsplit(url)
     hosts = [h for h in parts.netloc.rpartition("@")[2].split(",") if h] or ["localhost"]
+    for host in hosts:
+        _check_port(host, url)
     out: dict[str, Any] = {}
     for index, host in enumerate(hosts, 1):
         server: dict[str, Any] = {"host": host, "protocol": scheme.lower()}
@@ -143,6 +146,14 @@ def servers(url: str) -> dict[str, Any]:
             server["pathname"] = parts.path
         out[_safe(scheme if len(hosts) == 1 else f"{scheme}-{index}")] = server
     return out
+
+
+def _check_port(host: str, url: str) -> None:
+    """Refuse ``host:port`` whose port is not a number 0-65535 (``[v6]:port`` too)."""
+    port = host.rpartition("]")[2] if host.startswith("[") else host
+    port = port.partition(":")[2]
+    if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ConfigurationError(f"port {port!r} in {redact_url(url)!r} is not a number 0-65535")
 
 
 def _safe(name: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from conveyor.cleanup import remove_streams
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
@@ -273,9 +273,15 @@ async def run_suite(
                 record(await measure_publish(backend, label, n=n, batch=500))
                 if latency_seconds > 0:
                     record(await measure_latency(backend, label, seconds=latency_seconds))
-            finally:
-                if not keep:
-                    await _remove(backend, created)
+            except BaseException:
+                if not keep:  # the failure is what the caller needs to see, not the cleanup's
+                    try:
+                        await _remove(backend, created)
+                    except ConveyorError as exc:
+                        log.debug("could not delete the bench streams after a failure: %s", exc)
+                raise
+            if not keep:
+                await _remove(backend, created)
     finally:
         _CREATED.reset(token)
     return results

@@ -5,12 +5,15 @@ concurrency; some orders fail once (retried), one is poison (dead-lettered). Sho
 progress bar and ends with a summary table; returns True when every order was accounted
 for exactly (handled once or dead-lettered, nothing left pending). Then it deletes the
 streams it created (the orders and their dead letters) unless `keep`: a stream named by
-the caller is deleted only when it did not exist before the demo.
+the caller is deleted only when it did not exist before the demo. A stream named by the
+caller must be new or empty, and so must its dead-letter stream: the demo's group would
+consume (and dead-letter) messages already there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import statistics
 import time
@@ -22,16 +25,67 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from conveyor.cleanup import absent, remove_streams
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.message import Message
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
 
-__all__ = ["POISON_ORDER", "run_demo"]
+__all__ = ["POISON_ORDER", "StreamInUseError", "run_demo"]
+
+log = logging.getLogger("conveyor.demo")
 
 POISON_ORDER = 13
 _FLAKY_EVERY = 50  # orders with id % 50 == 7 fail on their first delivery
+
+
+class StreamInUseError(ConfigurationError):
+    """Raised by `run_demo` when the stream it was given (or that stream's dead-letter
+    stream) already holds entries: its group would consume them.
+
+    Attributes:
+        stream: The stream given to the demo.
+        holder: The stream holding entries (`stream` or ``<stream>.dead``).
+        entries: How many, or None where the backend cannot say.
+    """
+
+    def __init__(self, stream: str, holder: str, entries: int | None) -> None:
+        self.stream, self.holder, self.entries = stream, holder, entries
+        super().__init__(
+            f"stream {holder!r} already has {self.held}: the demo needs a new or empty stream"
+        )
+
+    @property
+    def held(self) -> str:
+        """``2 entries``, ``1 entry``, or ``entries`` when the count is unknown."""
+        if self.entries is None:
+            return "entries"
+        return f"{self.entries} {'entry' if self.entries == 1 else 'entries'}"
+
+
+async def _length(backend: StreamBackend, stream: str) -> int | None:
+    """Entries `stream` holds now (0 when it does not exist), by `streams()` where the
+    backend lists them; else by peeking: 0, or None for "some"."""
+    listing = getattr(backend, "streams", None)
+    if listing is not None:
+        try:
+            infos = await listing()
+        except NotImplementedError:
+            pass
+        else:
+            found = [info.length for info in infos if info.name == stream]
+            if not found:
+                return 0
+            if found[0] is not None:
+                return int(found[0])
+    return 0 if not await backend.peek(stream, count=1) else None
+
+
+async def _refuse_used(backend: StreamBackend, stream: str) -> None:
+    for holder in (stream, f"{stream}.dead"):
+        length = await _length(backend, holder)
+        if length != 0:
+            raise StreamInUseError(stream, holder, length)
 
 
 class PaymentDeclined(Exception):
@@ -111,9 +165,11 @@ async def run_demo(
 
     async with connect(url) as backend:
         created = [stream, f"{stream}.dead"]
-        if named:  # never delete what the user had before
+        if named:  # never consume, dead-letter or delete what the user had before
+            await _refuse_used(backend, stream)
             created = await absent(backend, created)
         note: str | None = None
+        failed = True
         try:
             progress = Progress(
                 TextColumn("[bold]orders"),
@@ -160,31 +216,43 @@ async def run_demo(
                 processors.append(processor)
 
             started = time.perf_counter()
-            with progress:
+            progress.start()
+            try:
                 for processor in processors:
                     await processor.start()
-                try:
-                    for first in range(0, count, 200):
-                        batch = [_order(i, rng) for i in range(first, min(count, first + 200))]
-                        await backend.publish_many(stream, batch)
-                        await asyncio.sleep(0)
-                    while not finished.is_set():
-                        account()
-                        try:
-                            await asyncio.wait_for(finished.wait(), 0.2)
-                        except asyncio.TimeoutError:
-                            if time.perf_counter() - started > 120:
-                                break
-                finally:
-                    await asyncio.gather(*(p.stop() for p in processors))
+                for first in range(0, count, 200):
+                    batch = [_order(i, rng) for i in range(first, min(count, first + 200))]
+                    await backend.publish_many(stream, batch)
+                    await asyncio.sleep(0)
+                while not finished.is_set():
+                    account()
+                    try:
+                        await asyncio.wait_for(finished.wait(), 0.2)
+                    except asyncio.TimeoutError:
+                        if time.perf_counter() - started > 120:
+                            break
+            except BaseException:
+                progress.live.transient = True  # a failure: no bar left behind at 0/N
+                progress.live.stop()
+                raise
+            else:
+                progress.stop()
+            finally:
+                await asyncio.gather(*(p.stop() for p in processors))
             elapsed = time.perf_counter() - started
             info = await backend.group_info(stream, group)
             dead_letters = await backend.peek(f"{stream}.dead", count=10)
+            failed = False
         finally:
             if keep:
                 note = f"kept the demo's streams {stream} and {stream}.dead (--keep)"
-            else:
+            elif not failed:
                 note = await _clean_up(backend, created)
+            else:  # the failure is what the caller needs to see, not the cleanup's
+                try:
+                    await _clean_up(backend, created)
+                except ConveyorError as exc:
+                    log.debug("could not delete the demo's streams after a failure: %s", exc)
 
     stats = [p.stats for p in processors]
     dead = sum(s.dead_lettered for s in stats)

@@ -9,6 +9,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from conveyor.errors import ConfigurationError
 from conveyor.message import Message
 from conveyor.typed import first_annotation, payload_adapter, typed_handler
 
@@ -23,6 +24,31 @@ def _is_async_callable(func: object) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - async __call__ on an object
     )
+
+
+def _name(func: object) -> str:
+    """A handler's name for a message: its qualified name, a partial's repr, or the
+    class of a callable object."""
+    if isinstance(func, functools.partial):
+        return repr(func)
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) else type(func).__qualname__
+
+
+def _check_one_argument(func: object) -> None:
+    """Refuse a handler that cannot be called with one positional argument."""
+    try:
+        signature = inspect.signature(typing.cast(Callable[..., Any], func))
+    except (TypeError, ValueError):  # no signature to read: it will be called and see
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise ConfigurationError(
+            f"handler {_name(func)}{signature} cannot be called with one argument (the"
+            " payload or the Message): it must take one positional parameter, and any other"
+            " a default"
+        ) from None
 
 
 def wants_message(func: Callable[..., Any]) -> bool:
@@ -44,12 +70,16 @@ def check_handler(
     Raises:
         TypeError: `func` is not an async callable, or its payload type cannot be
             validated.
+        ConfigurationError: `func` cannot be called with one positional argument (its
+            other parameters need defaults).
     """
     if not callable(func) or not _is_async_callable(func):
+        shown = _name(func) if callable(func) else repr(func)
         raise TypeError(
-            f"handler {func!r} must be an async function (async def handler(payload): ...);"
+            f"handler {shown} must be an async function (async def handler(payload): ...);"
             f" got {type(func).__name__}"
         )
+    _check_one_argument(func)
     handler = typing.cast(Callable[[Any], Awaitable[Any]], func)
     takes_message = wants_message(handler) if message is None else message
     if not takes_message:
@@ -72,6 +102,7 @@ def bind_handler(
 
     Raises:
         TypeError: `func` is not an async callable.
+        ConfigurationError: `func` cannot be called with one positional argument.
     """
     handler, message = check_handler(func, message=message)
     return message_style(handler, message)

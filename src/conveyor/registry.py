@@ -20,7 +20,7 @@ from conveyor.opening import Opening
 from conveyor.options import redact_url, split_options
 from conveyor.protocol import StreamBackend
 
-__all__ = ["ENTRY_POINT_GROUP", "KNOWN_SCHEMES", "available_backends", "connect"]
+__all__ = ["ENTRY_POINT_GROUP", "KNOWN_SCHEMES", "available_backends", "check_scheme", "connect"]
 
 log = logging.getLogger("conveyor.registry")
 
@@ -68,6 +68,30 @@ def _scheme_of(url: str) -> str:
         raise ConfigurationError(f"cannot parse the URL {redact_url(url)!r}: {exc}") from None
 
 
+def _unknown(scheme: str, eps: Mapping[str, EntryPoint]) -> UnknownSchemeError:
+    installed = ", ".join(f"{s}://" for s in sorted(eps)) or "none"
+    return UnknownSchemeError(
+        f"no conveyor backend handles {scheme}:// URLs; installed schemes: {installed}"
+    )
+
+
+def check_scheme(url: str) -> str:
+    """The scheme of `url` when a backend is installed for it or it is one of
+    `KNOWN_SCHEMES` (installed or not), importing nothing: for tools that describe a URL
+    without connecting (``conveyor asyncapi``).
+
+    Raises:
+        ConfigurationError: `url` has no ``scheme://`` or does not parse.
+        UnknownSchemeError: neither installed nor known; the message names the installed
+            schemes, as `connect` does.
+    """
+    scheme = _scheme_of(url)
+    eps = _entry_points()
+    if scheme not in eps and scheme not in KNOWN_SCHEMES:
+        raise _unknown(scheme, eps)
+    return scheme
+
+
 def _load_factory(scheme: str) -> Factory:
     eps = _entry_points()
     ep = eps.get(scheme)
@@ -79,9 +103,7 @@ def _load_factory(scheme: str) -> Factory:
                 f" 'conveyor[{KNOWN_SCHEMES[scheme].removeprefix('conveyor-')}]'"
                 f" (the {KNOWN_SCHEMES[scheme]} distribution; installed schemes: {installed})"
             )
-        raise UnknownSchemeError(
-            f"no conveyor backend handles {scheme}:// URLs; installed schemes: {installed}"
-        )
+        raise _unknown(scheme, eps)
     factory: Factory = ep.load()
     return factory
 

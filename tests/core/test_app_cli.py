@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,58 @@ def test_app_rejects_bad_registrations() -> None:
         app.add_handler("s", handler)
     with pytest.raises(TypeError, match="async function"):
         app.add_handler("t", print)  # type: ignore[arg-type]
+
+
+async def _two(a: Any, b: Any) -> None: ...
+
+
+async def _none() -> None: ...
+
+
+async def _keyword_only(payload: Any, *, key: str) -> None: ...
+
+
+async def _defaults(payload: Any, retries: int = 3, *, key: str = "k") -> None: ...
+
+
+async def _star(*args: Any) -> None: ...
+
+
+async def _star_kwargs(payload: Any, **extra: Any) -> None: ...
+
+
+class _TwoCall:
+    async def __call__(self, a: Any, b: Any) -> None: ...
+
+
+async def test_a_handler_that_cannot_take_one_argument_is_refused_when_set(
+    memory: MemoryBackend,
+) -> None:
+    """``async def h(a, b)`` used to be accepted; each message then failed with a
+    TypeError and was dead-lettered. It is refused by every way of setting a handler."""
+    processor = conveyor.StreamProcessor(memory, "s", "g", "c")
+    router = conveyor.Router()
+    refused: list[tuple[Callable[..., Awaitable[Any]], str]] = [
+        (_two, "_two(a: 'Any', b: 'Any') -> 'None'"),
+        (_none, "_none() -> 'None'"),
+        (_keyword_only, "_keyword_only(payload: 'Any', *, key: 'str') -> 'None'"),
+        (_TwoCall(), "_TwoCall(a: 'Any', b: 'Any') -> 'None'"),
+    ]
+    for bad, shown in refused:
+        said = f"handler {shown} cannot be called with one argument"
+        with pytest.raises(ConfigurationError) as info:
+            App("x").add_handler("s", bad)
+        assert str(info.value).startswith(said), info.value
+        with pytest.raises(ConfigurationError, match="cannot be called with one argument"):
+            App("x").handler("s")(bad)
+        with pytest.raises(ConfigurationError, match="cannot be called with one argument"):
+            router.add("t", bad)
+        with pytest.raises(ConfigurationError, match="cannot be called with one argument"):
+            processor.set_callback(bad)
+    for good in (_defaults, _star, _star_kwargs):
+        App("x").add_handler("s", good)
+        router.add("t", good)
+        processor.set_callback(good)
 
 
 def test_default_consumer_names_are_stable_and_distinct() -> None:

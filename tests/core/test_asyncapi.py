@@ -414,6 +414,11 @@ def test_servers_from_each_scheme_without_credentials(
 def test_a_url_without_a_scheme_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="not a URL"):
         servers("localhost:6379")
+    with pytest.raises(ConfigurationError, match="port 'notaport'"):
+        servers("redis://127.0.0.1:notaport/0")
+    with pytest.raises(ConfigurationError, match="port '70000'"):
+        servers("kafka://k1:9092,k2:70000")
+    assert list(servers("kafka://k1:9092,[::1]:9093")) == ["kafka-1", "kafka-2"]
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -426,6 +431,7 @@ class Order(pydantic.BaseModel):
     order_id: int
 
 app = conveyor.App("shop")
+empty = conveyor.App("empty")
 
 @app.handler("orders")
 async def on_order(order: Order) -> None:
@@ -473,7 +479,15 @@ def test_the_command_writes_a_valid_document(
     [
         (["{m}:nope"], "has no attribute 'nope'"),
         (["no_such_module_here:app"], "cannot import module"),
-        (["{m}:app", "--url", "localhost:6379"], "not a URL"),
+        (["{m}:app", "--url", "localhost:6379"], "not a backend URL: 'localhost:6379'"),
+        (["{m}:app", "--url", "nats://[::1"], "cannot parse the URL 'nats://[::1': Invalid IPv6"),
+        (
+            ["{m}:app", "--url", "bogus://x"],
+            "error: UnknownSchemeError: no conveyor backend handles bogus:// URLs; installed"
+            " schemes: ",
+        ),
+        (["{m}:app", "--url", "redis://127.0.0.1:notaport/0"], "port 'notaport'"),
+        (["{m}:empty"], "{m}:empty has no handlers: register one with @empty.handler(STREAM)"),
         (["{m}:app", "-o", "/nonexistent-dir/out.json"], "cannot write /nonexistent-dir/out.json"),
     ],
 )
@@ -485,4 +499,4 @@ def test_the_command_says_what_is_wrong_in_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
-    assert says in lines[0]
+    assert says.format(m=app_module) in lines[0]

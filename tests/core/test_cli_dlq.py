@@ -167,6 +167,10 @@ def test_requeue_one_several_or_all_then_purge(url: str) -> None:
     no_terminal = cli("dlq", "purge", url, "orders", "--all")  # no input to answer with
     assert no_terminal.exit_code == 2
     assert "pass --yes" in no_terminal.output
+    # the unanswered prompt and the error on lines of their own
+    assert no_terminal.output.splitlines()[-1] == (
+        "error: purge asks for confirmation: run it in a terminal, or pass --yes"
+    )
     assert len(listed(url)["dead_letters"]) == 1
 
     confirmed = cli("dlq", "purge", url, "orders", "--all", input="y\n")

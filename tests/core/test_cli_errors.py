@@ -83,7 +83,7 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "--url", BAD_IPV6], "Invalid IPv6 URL"),
     (["publish", "redis://[::1", "orders", "{}"], "Invalid IPv6 URL"),
     (["publish", "kafka://[::1", "orders", "{}"], "Invalid IPv6 URL"),
-    (["demo", "--url", "memory://", "--count", "5"], "--count must be at least 14"),
+    (["demo", "--url", "memory://", "--count", "5"], "'--count': 5 is not in the range x>=14"),
     (["demo", "--url", "memory://", "--concurrency", "0"], "'--concurrency': 0 is not in"),
     (["demo", "--url", "memory://", "--workers", "0"], "'--workers': 0 is not in"),
     (["bench", "--url", "memory://", "-n", "0"], "'--messages': 0 is not in"),
@@ -260,3 +260,270 @@ def test_demo_in_process_leaves_the_callers_log_levels_as_they_were() -> None:
     result = CliRunner().invoke(main, ["demo", "--url", "nosuch://x"])
     assert result.exit_code == 2
     assert processor_log.level == before
+
+
+# -- --metrics-port mistakes ---------------------------------------------------------------
+
+
+def test_a_metrics_port_out_of_range_is_a_range_error(workdir: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["run", "billing:app", "--url", "memory://", "--metrics-port", "70000"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "'--metrics-port': 70000 is not in the range 0<=x<=65535" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("mistake", ["port in use", "bad host"])
+def test_a_metrics_port_in_use_or_a_bad_host_is_one_line(workdir: Path, mistake: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        host = "127.0.0.1" if mistake == "port in use" else "999.1.1.1"
+        args = ["run", "billing:app", "--metrics-port", str(port), "--metrics-host", host]
+        done = _conveyor(args, workdir, CONVEYOR_URL="sqlite:///metrics.db")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: cannot serve metrics on {host}:{port}: "), lines
+    if mistake == "port in use":
+        assert lines[0].endswith(": port in use")
+
+
+# -- mistakes in the user's own module -----------------------------------------------------
+
+#: (module source, what the one line says after "error: "; {m} is the module name and
+#: {file} its file)
+IMPORT_MISTAKES: dict[str, tuple[str, str]] = {
+    "concurrency": (
+        """
+        import conveyor
+        app = conveyor.App("s")
+
+        @app.handler("s", concurrency=0)
+        async def h(payload): ...
+        """,
+        "{m}: concurrency must be >= 1, got 0",
+    ),
+    "two_handlers": (
+        """
+        import conveyor
+        app = conveyor.App("s")
+
+        @app.handler("s")
+        async def h(payload): ...
+
+        @app.handler("s")
+        async def g(payload): ...
+        """,
+        "{m}: stream 's' group 's' already has handler h; use a conveyor.Router to dispatch"
+        " by type",
+    ),
+    "two_parameters": (
+        """
+        import conveyor
+        app = conveyor.App("s")
+
+        @app.handler("s")
+        async def h(a, b): ...
+        """,
+        "{m}: handler h(a, b) cannot be called with one argument (the payload or the"
+        " Message): it must take one positional parameter, and any other a default",
+    ),
+    "sync_handler": (
+        """
+        import conveyor
+        app = conveyor.App("s")
+
+        @app.handler("s")
+        def h(payload): ...
+        """,
+        "importing {m} raised TypeError: handler h must be an async function (async def"
+        " handler(payload): ...); got function (at {file}:5)",
+    ),
+    "runtime_error": (
+        """
+        import conveyor
+        app = conveyor.App("s")
+        raise RuntimeError("boom at import")
+        """,
+        "importing {m} raised RuntimeError: boom at import (at {file}:4)",
+    ),
+    "deep_in_a_library": (
+        """
+        import json
+
+        def settings():
+            return json.loads("{")
+
+        SETTINGS = settings()
+        """,
+        "importing {m} raised JSONDecodeError: Expecting property name enclosed in double"
+        " quotes: line 1 column 2 (char 1) (at {file}:5)",
+    ),
+}
+
+
+def _mistake(workdir: Path, case: str) -> str:
+    source, _ = IMPORT_MISTAKES[case]
+    name = f"import_mistake_{case}"
+    (workdir / f"{name}.py").write_text(textwrap.dedent(source))
+    return name
+
+
+@pytest.mark.parametrize("command", ["run", "asyncapi"])
+@pytest.mark.parametrize("case", sorted(IMPORT_MISTAKES))
+def test_a_mistake_in_the_users_module_is_one_line(workdir: Path, case: str, command: str) -> None:
+    name = _mistake(workdir, case)
+    extra = ["--url", "memory://"] if command == "run" else []
+    result = CliRunner().invoke(main, [command, f"{name}:app", *extra])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    expected = IMPORT_MISTAKES[case][1].format(m=name, file=f"{name}.py")
+    assert lines[0] == f"error: {expected}"
+
+
+def test_the_traceback_of_a_mistake_at_import_shows_at_debug_level(workdir: Path) -> None:
+    name = _mistake(workdir, "runtime_error")
+    quiet = _conveyor(["run", f"{name}:app", "--url", "memory://"], workdir)
+    assert quiet.returncode == 2
+    assert "Traceback" not in quiet.stderr
+    loud = _conveyor(["run", f"{name}:app", "--url", "memory://", "--log-level", "debug"], workdir)
+    assert loud.returncode == 2
+    assert "Traceback (most recent call last)" in loud.stderr
+    assert 'raise RuntimeError("boom at import")' in loud.stderr
+    assert loud.stderr.strip().splitlines()[-1] == (
+        f"error: importing {name} raised RuntimeError: boom at import (at {name}.py:4)"
+    )
+
+
+# -- demo and bench on a broker that does not answer ---------------------------------------
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_demo_and_bench_report_the_failure_not_the_cleanups(workdir: Path, command: str) -> None:
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    args = [command, "--url", url]
+    if command == "bench":
+        args += ["-n", "10", "--latency-seconds", "0"]
+    done = _conveyor(args, workdir)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""  # no progress bar left at 0/5000
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: BrokerUnavailableError: "), done.stderr
+    if command == "demo":  # the processors' start; bench fails at its first publish
+        assert "could not create group 'fulfilment'" in lines[-1], lines[-1]
+    assert "DEL of stream" not in done.stderr
+    assert "Traceback" not in done.stderr
+    debug = _conveyor([*args, "--log-level", "debug"], workdir)
+    assert "DEL of stream" in debug.stderr  # the cleanup's own failure, at debug level
+    last = debug.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: BrokerUnavailableError: ")
+    assert "DEL of stream" not in last
+
+
+# -- demo --stream on a stream that holds messages -----------------------------------------
+
+
+async def _entries(url: str, stream: str) -> list[dict[str, Any]]:
+    async with conveyor.connect(url) as backend:
+        return [m.data for m in await backend.peek(stream, count=100)]
+
+
+async def _groups(url: str) -> dict[str, tuple[str, ...]]:
+    async with conveyor.connect(url) as backend:
+        return {info.name: info.groups for info in await backend.streams()}  # type: ignore[attr-defined]
+
+
+def test_demo_refuses_a_stream_that_holds_messages(workdir: Path) -> None:
+    url = f"sqlite:///{workdir / 'keep.db'}"
+
+    async def publish(stream: str, *payloads: dict[str, Any]) -> None:
+        async with conveyor.connect(url) as backend:
+            for payload in payloads:
+                await backend.publish(stream, payload)
+
+    asyncio.run(publish("mine", {"mine": 1}, {"mine": 2}))
+    asyncio.run(publish("mine.dead", {"mine": "dead"}))
+    result = CliRunner().invoke(main, ["demo", "--url", url, "--count", "20", "--stream", "mine"])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        "error: --stream mine already has 2 entries: the demo needs a new or empty stream\n"
+    )
+    asyncio.run(publish("theirs.dead", {"theirs": "dead"}))
+    result = CliRunner().invoke(main, ["demo", "--url", url, "--count", "20", "--stream", "theirs"])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        "error: --stream theirs: theirs.dead already has 1 entry: the demo needs a new or"
+        " empty stream\n"
+    )
+    assert asyncio.run(_entries(url, "mine")) == [{"mine": 1}, {"mine": 2}]
+    assert asyncio.run(_entries(url, "mine.dead")) == [{"mine": "dead"}]
+    assert asyncio.run(_entries(url, "theirs.dead")) == [{"theirs": "dead"}]
+    assert asyncio.run(_groups(url)) == {"mine": (), "mine.dead": (), "theirs.dead": ()}
+
+
+# -- read-only commands on a sqlite file that does not exist -------------------------------
+
+READ_ONLY = [
+    ["inspect", "{url}", "orders", "billing"],
+    ["inspect", "{url}"],
+    ["dlq", "list", "{url}", "orders"],
+    ["dlq", "show", "{url}", "orders", "1-0"],
+    ["dlq", "requeue", "{url}", "orders", "--all"],
+    ["dlq", "purge", "{url}", "orders", "--all", "--yes"],
+    ["dlq", "list", "orders", "--url", "{url}"],
+    ["ui", "--url", "{url}"],
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=[" ".join(a[:2]) for a in READ_ONLY])
+def test_read_only_commands_do_not_create_a_missing_sqlite_file(
+    workdir: Path, args: list[str]
+) -> None:
+    url = "sqlite:///typo.db"
+    result = CliRunner().invoke(main, [a.format(url=url) for a in args])
+    assert result.exit_code == 2, result.output
+    missing = workdir / "typo.db"
+    assert result.output == (
+        f"error: no SQLite database at {missing} (a typo? conveyor run or publish create it)\n"
+    )
+    assert not missing.exists()
+    assert list(workdir.glob("typo.db*")) == []
+
+
+def test_the_default_url_is_no_exception_and_publish_still_creates_the_file(
+    workdir: Path,
+) -> None:
+    result = CliRunner().invoke(main, ["inspect", "orders", "billing"])
+    assert result.exit_code == 2
+    assert "no SQLite database at" in result.output
+    assert not (workdir / "conveyor.db").exists()
+    published = CliRunner().invoke(main, ["publish", "sqlite:///new.db", "orders", "{}"])
+    assert published.exit_code == 0, published.output
+    assert (workdir / "new.db").exists()
+    listed = CliRunner().invoke(main, ["dlq", "list", "sqlite:///new.db", "orders", "--json"])
+    assert listed.exit_code == 0, listed.output
+
+
+# -- small ones ----------------------------------------------------------------------------
+
+
+def test_help_shows_what_the_commands_check() -> None:
+    bench = CliRunner().invoke(main, ["bench", "--help"])
+    assert "[required]" in bench.output
+    assert "default: sqlite" not in bench.output
+    demo = CliRunner().invoke(main, ["demo", "--help"])
+    assert "x>=14" in demo.output
+
+
+def test_an_empty_consumer_name_is_refused(workdir: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["run", "billing:app", "--url", "memory://", "--consumer", ""]
+    )
+    assert result.exit_code == 2
+    assert result.output == "error: consumer name must be a non-empty str, got ''\n"

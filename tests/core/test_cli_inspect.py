@@ -134,8 +134,19 @@ def test_inspect_without_a_stream_lists_every_stream_and_group(tmp_path: Path) -
     assert [row[3] for row in _rows(one.stdout)] == ["audit", "billing"]
 
 
+def _created(url: str) -> str:
+    """`url`'s database, created empty (inspect does not create a missing file)."""
+
+    async def create() -> None:
+        async with conveyor.connect(url):
+            pass
+
+    asyncio.run(create())
+    return url
+
+
 def test_inspect_of_a_missing_stream_or_too_many_arguments_says_so(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    url = _created(f"sqlite:///{tmp_path / 'missing.db'}")
     missing = CliRunner().invoke(main, ["inspect", url, "nope"])
     assert missing.exit_code == 2
     assert "no stream 'nope' on this broker" in missing.output
@@ -156,7 +167,7 @@ def test_inspect_without_a_stream_on_a_backend_that_cannot_list(
         raise NotImplementedError
 
     monkeypatch.setattr(SqliteBackend, "_streams", cannot)  # as a backend without listing
-    result = CliRunner().invoke(main, ["inspect", f"sqlite:///{tmp_path / 'x.db'}"])
+    result = CliRunner().invoke(main, ["inspect", _created(f"sqlite:///{tmp_path / 'x.db'}")])
     assert result.exit_code == 2
     assert "cannot list its streams: give STREAM GROUP" in result.output
     assert "Traceback" not in result.output

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -186,6 +187,37 @@ def test_a_child_crashing_at_start_makes_the_supervisor_give_up(
     log = _log(tmp_path)
     assert log.count("worker 0 started") == 5
     assert "5 crashes in a row, each within 10 s of starting; giving up" in log
+    assert "Traceback" not in log
+
+
+def test_a_metrics_port_in_use_makes_the_supervisor_give_up_at_once(
+    shop: Path, stopper: list[subprocess.Popen[str]]
+) -> None:
+    """Worker 1 serves metrics on PORT+1, which is taken: it fails its first start with
+    one line and status 2, and the supervisor gives up at once (no restarts, exit 2)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] - 1
+        started = time.monotonic()
+        supervisor = _start(
+            shop,
+            "shop:app",
+            "--workers",
+            "2",
+            "--metrics-port",
+            str(port),
+            "--metrics-host",
+            "127.0.0.1",
+        )
+        stopper.append(supervisor)
+        assert supervisor.wait(timeout=50) == 2
+    assert time.monotonic() - started < 20
+    log = _log(shop)
+    assert f"error: cannot serve metrics on 127.0.0.1:{port + 1}: port in use" in log
+    assert "at its first start (see its error above); giving up" in log
+    assert log.count("worker 1 started") == 1
+    assert "restarting" not in log
     assert "Traceback" not in log
 
 

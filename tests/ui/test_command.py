@@ -3,6 +3,7 @@ real server answers on a loopback port."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import socket
@@ -15,8 +16,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import conveyor
 from conveyor.cli import main
 from conveyor.testing.processes import free_port
+
+
+def _create(db: Path) -> None:
+    """An empty database at `db` (the UI only reads: it does not create one)."""
+
+    async def create() -> None:
+        async with conveyor.connect(f"sqlite:///{db}"):
+            pass
+
+    asyncio.run(create())
 
 
 @pytest.mark.parametrize(
@@ -28,12 +40,14 @@ from conveyor.testing.processes import free_port
         (["--url", "sqlite:///{tmp}/ui.db", "--group", "no-colon"], "expected STREAM:GROUP"),
         (["--url", "redis://u:pw-s3cret@127.0.0.1:{dead}/0"], "BrokerUnavailableError"),
         (["--url", "sqlite:///{tmp}/ui.db", "--port", "{busy}"], "port in use"),
+        (["--url", "sqlite:///{tmp}/typo.db"], "no SQLite database at {tmp}/typo.db (a typo?"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(
     args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    _create(tmp_path / "ui.db")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -44,12 +58,14 @@ def test_bad_input_is_one_line_and_exit_code_2(
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
-    assert message in lines[0]
+    assert message.format(tmp=tmp_path) in lines[0]
     assert "pw-s3cret" not in result.output
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_serves_on_loopback_until_interrupted(tmp_path: Path) -> None:
     db = tmp_path / "ui.db"
+    _create(db)
     server = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "ui", "--url", f"sqlite:///{db}", "--port", "0",
          "--stream", "orders", "--read-only"],

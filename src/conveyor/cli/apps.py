@@ -4,15 +4,67 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import sys
-from types import ModuleType
+from types import ModuleType, TracebackType
 from typing import Any
 
 from conveyor.app import App
-from conveyor.errors import AppLoadError
+from conveyor.errors import AppLoadError, ConveyorError
 
 __all__ = ["load_app", "load_runnable_app"]
+
+log = logging.getLogger("conveyor.cli")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _where(module_name: str, tb: TracebackType | None) -> str:
+    """``file:line`` of the innermost frame running the module being imported (or one of
+    its parent packages), else of the innermost frame; relative to the working directory
+    when under it."""
+    parts = module_name.split(".")
+    own = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    found: tuple[str, int] | None = None
+    last: tuple[str, int] | None = None
+    while tb is not None:
+        frame = tb.tb_frame
+        last = (frame.f_code.co_filename, tb.tb_lineno)
+        if frame.f_globals.get("__name__") in own:
+            found = last
+        tb = tb.tb_next
+    file, line = found or last or ("?", 0)
+    relative = os.path.relpath(file) if os.path.isabs(file) else file
+    return f"{file if relative.startswith('..') else relative}:{line}"
+
+
+def _import(module_name: str) -> ModuleType:
+    """Import the user's module; any exception its code raises becomes an `AppLoadError`
+    of one line (its traceback logged at debug level)."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        log.debug("importing %s failed", module_name, exc_info=True)
+        raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from None
+    except SyntaxError as exc:
+        where = f" ({exc.filename}, line {exc.lineno})" if exc.filename else ""
+        raise AppLoadError(
+            f"cannot import module {module_name!r}: SyntaxError: {exc.msg}{where}"
+        ) from None
+    except ConveyorError as exc:  # conveyor refused something the module declared
+        log.debug("importing %s failed", module_name, exc_info=True)
+        raise AppLoadError(f"{module_name}: {_one_line(str(exc))}") from None
+    except Exception as exc:
+        log.debug("importing %s failed", module_name, exc_info=True)
+        what = type(exc).__name__
+        message = _one_line(str(exc))
+        raise AppLoadError(
+            f"importing {module_name} raised {what}{': ' + message if message else ''}"
+            f" (at {_where(module_name, exc.__traceback__)})"
+        ) from None
 
 
 def _hint(module: ModuleType, module_name: str) -> str:
@@ -58,15 +110,7 @@ def load_app(path: str) -> App:
         raise AppLoadError(f"expected module:app, got {path!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from None
-    except SyntaxError as exc:
-        where = f" ({exc.filename}, line {exc.lineno})" if exc.filename else ""
-        raise AppLoadError(
-            f"cannot import module {module_name!r}: SyntaxError: {exc.msg}{where}"
-        ) from None
+    module = _import(module_name)
     try:
         obj: Any = getattr(module, attr)
     except AttributeError:

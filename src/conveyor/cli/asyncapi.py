@@ -7,9 +7,10 @@ import json
 import click
 
 from conveyor.asyncapi import asyncapi_document
-from conveyor.cli.apps import load_app
-from conveyor.cli.common import fail
-from conveyor.errors import AppLoadError, ConfigurationError
+from conveyor.cli.apps import load_runnable_app
+from conveyor.cli.common import check_url, fail
+from conveyor.errors import AppLoadError, ConfigurationError, UnknownSchemeError
+from conveyor.registry import check_scheme
 
 __all__ = ["asyncapi"]
 
@@ -37,13 +38,19 @@ def asyncapi(app_path: str, url: str | None, output: str | None, api_version: st
     Channels are the streams its handlers consume (and their dead-letter streams),
     operations its handlers, message schemas the handlers' typed payloads.
     """
+    if url is not None:
+        check_url(url)
+        try:
+            check_scheme(url)
+        except UnknownSchemeError as exc:  # the line `conveyor publish` gives
+            fail(f"{type(exc).__name__}: {exc}")
     try:
-        app = load_app(app_path)
+        app = load_runnable_app(app_path)
     except AppLoadError as exc:
         fail(str(exc))
     try:
         document = asyncapi_document(app, url, version=api_version)
-    except ConfigurationError as exc:  # a URL without scheme://
+    except ConfigurationError as exc:  # a port that is not a number
         fail(str(exc))
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if output is None:

@@ -15,6 +15,7 @@ from conveyor.cli.common import (
     fail,
     names,
     refuse_process_local,
+    require_database,
     run_async,
     url_and_args,
     url_and_up_to,
@@ -85,12 +86,14 @@ def inspect(
     refuse_process_local(url, "inspect")
     if len(rest) < 2:
         names(**({"stream": rest[0]} if rest else {}))
+        require_database(url)  # inspect only reads: a mistyped file is not created
         run_async(_overview(url, rest[0] if rest else None))
         return
     stream, group = rest
     names(stream=stream, group=group)
     if dead_letter_stream is not None:
         names(**{"dead-letter stream": dead_letter_stream})
+    require_database(url)
 
     async def go() -> None:
         async with connect(url) as backend:

@@ -11,7 +11,7 @@ import asyncio
 import os
 from collections.abc import Coroutine
 from typing import IO, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import click
 
@@ -26,8 +26,10 @@ __all__ = [
     "CliError",
     "check_url",
     "fail",
+    "missing_database",
     "names",
     "refuse_process_local",
+    "require_database",
     "resolve_url",
     "run_async",
     "url_and_args",
@@ -42,6 +44,11 @@ DEFAULT_URL = "sqlite:///conveyor.db"
 #: Schemes whose broker lives inside one process: a command run on its own (publish,
 #: inspect, dlq) would talk to a broker nobody else sees.
 PROCESS_LOCAL_SCHEMES = frozenset({"memory"})
+
+#: Schemes whose URL names a database file that the backend creates when it opens it:
+#: commands that only read (inspect, dlq, ui) refuse a missing file rather than create an
+#: empty database for a mistyped path.
+FILE_SCHEMES = frozenset({"sqlite"})
 
 URL_HELP = (
     f"Backend URL, e.g. {DEFAULT_URL}, redis://localhost:6379/0 (env: CONVEYOR_URL;"
@@ -92,6 +99,29 @@ def refuse_process_local(url: str, command: str) -> None:
             " that no other process sees and that vanishes when this command exits; use"
             f" {DEFAULT_URL} to share a broker between processes through a file (no server)"
         )
+
+
+def missing_database(url: str) -> str | None:
+    """The line to fail with when `url` names a database file (``sqlite:///path``) that
+    does not exist; None otherwise (the backend judges a malformed URL)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in FILE_SCHEMES or not rest.startswith("/"):
+        return None
+    path = unquote(rest[1:].partition("?")[0])
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    file = os.path.abspath(path)
+    if os.path.exists(file):
+        return None
+    return f"no SQLite database at {file} (a typo? conveyor run or publish create it)"
+
+
+def require_database(url: str) -> None:
+    """For a command that only reads: fail when `url` names a database file that does
+    not exist, rather than let the backend create an empty one."""
+    message = missing_database(url)
+    if message is not None:
+        fail(message)
 
 
 def url_and_args(

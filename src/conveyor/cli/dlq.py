@@ -19,11 +19,14 @@ from conveyor.cli.common import (
     fail,
     names,
     refuse_process_local,
+    require_database,
     resolve_url,
     run_async,
 )
 from conveyor.dlq import DeadLetter, DeadLetters
+from conveyor.opening import Opening
 from conveyor.options import redact_url
+from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
 
 __all__ = ["Duration", "dlq", "format_age"]
@@ -116,6 +119,13 @@ def _target(
     return url, args[0], list(args[1:])
 
 
+def _connect(url: str) -> Opening[StreamBackend]:
+    """`connect`, refusing a database file that does not exist (these commands only read
+    it, or change what is in it: they never create one)."""
+    require_database(url)
+    return connect(url)
+
+
 def _box(backend: Any, stream: str, dead_letter_stream: str | None) -> DeadLetters:
     return DeadLetters(backend, stream, dead_letter_stream=dead_letter_stream)
 
@@ -153,7 +163,7 @@ def list_(
         fail(f"unexpected argument(s) {' '.join(rest)}: dlq list takes [URL] STREAM")
 
     async def go() -> tuple[str, list[DeadLetter]]:
-        async with connect(url) as backend:
+        async with _connect(url) as backend:
             box = _box(backend, stream, dead_letter_stream)
             letters = await box.list(
                 after=after,
@@ -212,7 +222,7 @@ def show(
     (dead_id,) = rest
 
     async def go() -> tuple[str, DeadLetter | None]:
-        async with connect(url) as backend:
+        async with _connect(url) as backend:
             box = _box(backend, stream, dead_letter_stream)
             return box.dead_letter_stream, await box.get(dead_id)
 
@@ -293,7 +303,7 @@ def requeue(
     _ids_or_all("requeue", ids, every, filters)
 
     async def go() -> tuple[dict[str, str], dict[str, str]]:
-        async with connect(url) as backend:
+        async with _connect(url) as backend:
             box = _box(backend, stream, dead_letter_stream)
             letters = await _chosen(box, ids, every, filters)
             result = await box.requeue([letter.id for letter in letters])
@@ -334,7 +344,7 @@ def purge(
     _ids_or_all("purge", ids, every, filters)
 
     async def count() -> tuple[str, list[str]]:
-        async with connect(url) as backend:
+        async with _connect(url) as backend:
             box = _box(backend, stream, dead_letter_stream)
             return box.dead_letter_stream, [x.id for x in await _chosen(box, ids, every, filters)]
 
@@ -346,13 +356,14 @@ def purge(
                 err=True,
             )
         except click.Abort:  # no terminal to ask on
+            click.echo(err=True)  # end the prompt's line
             fail("purge asks for confirmation: run it in a terminal, or pass --yes")
         if not confirmed:
             click.echo("nothing removed", err=True)
             sys.exit(1)
 
     async def remove() -> int:
-        async with connect(url) as backend:
+        async with _connect(url) as backend:
             return await _box(backend, stream, dead_letter_stream).purge(chosen)
 
     removed = run_async(remove()) if chosen else 0

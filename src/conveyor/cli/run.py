@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from conveyor.app import App
 from conveyor.cli.apps import load_runnable_app
-from conveyor.cli.common import URL_HELP, fail, resolve_url, run_async
+from conveyor.cli.common import URL_HELP, fail, names, resolve_url, run_async
 from conveyor.cli.main import chosen_log_format
 from conveyor.errors import AppLoadError
 from conveyor.logs import MessageLogContext
 from conveyor.options import redact_url
 from conveyor.supervisor import RestartPolicy, Supervisor, watch_files, watch_supervisor
+
+if TYPE_CHECKING:
+    from conveyor.prometheus.exposition import MetricsServer
 
 __all__ = ["run"]
 
@@ -64,7 +68,7 @@ log = logging.getLogger("conveyor.cli")
 )
 @click.option(
     "--metrics-port",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, 65535),
     default=None,
     envvar="CONVEYOR_METRICS_PORT",
     help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs conveyor[prometheus]);"
@@ -97,6 +101,8 @@ def run(
             fail("--reload needs watchfiles: pip install 'conveyor[reload]'")
     if workers is not None and index is not None:
         fail("--index and --workers exclude each other: --workers N numbers its workers 0..N-1")
+    if consumer is not None:
+        names(consumer=consumer)
     try:
         app = load_runnable_app(app_path)
     except AppLoadError as exc:
@@ -121,13 +127,9 @@ def _run_one(
 ) -> None:
     if chosen_log_format() in ("json", "text"):  # records a handler logs carry its fields
         app.add_middleware(MessageLogContext())
-    serve_metrics: Callable[[], Any] | None = None
-    if metrics_port is not None:
-        from conveyor.prometheus import PrometheusMiddleware
-
-        serve_metrics = functools.partial(
-            PrometheusMiddleware.of(app).serve, metrics_port, metrics_host
-        )
+    # bound before anything starts: a port in use is one line, and exit status 2 makes a
+    # supervisor give up at once (it would fail the same way on every restart)
+    server = _serve_metrics(app, metrics_port, metrics_host) if metrics_port is not None else None
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -137,7 +139,6 @@ def _run_one(
         log.info(
             "running %s on %s (%d handler(s))", app_path, redact_url(target), len(app.handlers)
         )
-        server = serve_metrics() if serve_metrics is not None else None
         if server is not None:
             log.info("serving metrics on http://%s:%d/metrics", server.host, server.port)
         orphan_watch = asyncio.ensure_future(watch_supervisor(stop))
@@ -146,10 +147,23 @@ def _run_one(
         finally:
             orphan_watch.cancel()
             await asyncio.wait([orphan_watch])
-            if server is not None:
-                await asyncio.to_thread(server.close)
 
-    run_async(serve())
+    try:
+        run_async(serve())
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _serve_metrics(app: App, port: int, host: str) -> MetricsServer:
+    """Serve `app`'s Prometheus metrics on `host`:`port`, or fail with one line."""
+    from conveyor.prometheus import PrometheusMiddleware
+
+    try:
+        return PrometheusMiddleware.of(app).serve(port, host)
+    except OSError as exc:  # socket.gaierror too: a host that does not resolve
+        reason = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        fail(f"cannot serve metrics on {host}:{port}: {reason}")
 
 
 def _child_argv(

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conveyor.cli.common import URL_HELP, check_url, fail, names, resolve_url, run_async
+from conveyor.demo import POISON_ORDER, StreamInUseError, run_demo
 from conveyor.options import redact_url
 
 __all__ = ["bench", "demo"]
@@ -21,10 +22,11 @@ __all__ = ["bench", "demo"]
 @click.option("--url", envvar="CONVEYOR_URL", default=None, help=URL_HELP)
 @click.option(
     "--count",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=POISON_ORDER + 1),
     default=5000,
     show_default=True,
-    help="Orders to publish (at least 14: order 13 is the poison one).",
+    help=f"Orders to publish (at least {POISON_ORDER + 1}: order {POISON_ORDER} is the poison"
+    " one).",
 )
 @click.option(
     "--workers",
@@ -40,7 +42,12 @@ __all__ = ["bench", "demo"]
     show_default=True,
     help="Handlers per processor.",
 )
-@click.option("--stream", default=None, help="Stream name (default: a fresh demo stream).")
+@click.option(
+    "--stream",
+    default=None,
+    help="Stream name (default: a fresh demo stream); it and its .dead stream must be new"
+    " or empty.",
+)
 @click.option(
     "--keep",
     is_flag=True,
@@ -57,13 +64,6 @@ def demo(
 ) -> None:
     """Publish orders, process them with retries and a dead letter, print a summary, then
     delete the streams it created (unless --keep)."""
-    from conveyor.demo import POISON_ORDER, run_demo
-
-    if count <= POISON_ORDER:
-        fail(
-            f"--count must be at least {POISON_ORDER + 1}, got {count}: order {POISON_ORDER}"
-            " is the demo's poison message"
-        )
     if stream is not None:
         names(stream=stream)
     url = resolve_url(url)
@@ -71,19 +71,33 @@ def demo(
     previous = processor_log.level
     if logging.getLogger().level > logging.DEBUG:  # per-failure warnings would drown the bar
         processor_log.setLevel(logging.ERROR)
-    try:
-        ok = run_async(
-            run_demo(
+
+    async def go() -> bool:
+        try:
+            return await run_demo(
                 url, count=count, workers=workers, concurrency=concurrency, stream=stream, keep=keep
             )
-        )
+        except StreamInUseError as exc:
+            where = "" if exc.holder == exc.stream else f": {exc.holder}"
+            fail(
+                f"--stream {exc.stream}{where} already has {exc.held}: the demo"
+                " needs a new or empty stream"
+            )
+
+    try:
+        ok = run_async(go())
     finally:  # in-process callers (tests, CliRunner) keep their logging as it was
         processor_log.setLevel(previous)
     sys.exit(0 if ok else 1)
 
 
 @click.command()
-@click.option("--url", envvar="CONVEYOR_URL", required=True, help=URL_HELP)
+@click.option(
+    "--url",
+    envvar="CONVEYOR_URL",
+    required=True,
+    help="Backend URL to measure, e.g. redis://localhost:6379/0 (env: CONVEYOR_URL).",
+)
 @click.option(
     "-n",
     "--messages",

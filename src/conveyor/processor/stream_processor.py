@@ -141,6 +141,7 @@ class StreamProcessor:
 
         Raises:
             TypeError: `callback` is not an async function.
+            ConfigurationError: `callback` cannot be called with one positional argument.
         """
         self._handler, self._takes_message = check_handler(callback, message=self.options.message)
 
