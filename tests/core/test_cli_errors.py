@@ -490,7 +490,8 @@ def test_read_only_commands_do_not_create_a_missing_sqlite_file(
     assert result.exit_code == 2, result.output
     missing = workdir / "typo.db"
     assert result.output == (
-        f"error: no SQLite database at {missing} (a typo? conveyor run or publish create it)\n"
+        f"error: ConfigurationError: no SQLite database at {missing} (a typo? create=false:"
+        " it is not created; conveyor publish or run create it)\n"
     )
     assert not missing.exists()
     assert list(workdir.glob("typo.db*")) == []

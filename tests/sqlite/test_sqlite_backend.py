@@ -107,6 +107,20 @@ async def test_a_missing_directory_or_a_directory_is_refused(tmp_path: Path) -> 
         await open_db(tmp_path)
 
 
+async def test_create_false_refuses_a_missing_file_and_opens_an_existing_one(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "typo.db"
+    with pytest.raises(ConfigurationError, match="no SQLite database at") as caught:
+        await conveyor.connect(f"sqlite:///{missing}?create=false")
+    assert str(missing) in str(caught.value)
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 - nothing created, not even a -wal
+    async with conveyor.connect(f"sqlite:///{missing}") as backend:
+        await backend.publish("s", {"n": 1})
+    async with conveyor.connect(f"sqlite:///{missing}?create=false") as backend:
+        assert [m.data for m in await backend.peek("s", count=5)] == [{"n": 1}]
+
+
 async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     await (await open_db(path)).aclose()

@@ -56,7 +56,7 @@ def test_options_are_converted_and_defaults_documented() -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("sqlite:///x.db?frobnicate=1", "valid options: busy_timeout, max_age"),
+        ("sqlite:///x.db?frobnicate=1", "valid options: busy_timeout, create, max_age"),
         ("sqlite:///x.db?synchronous=off", "expected one of 'normal', 'full'"),
         ("sqlite:///x.db?maxlen=0", "maxlen=0: must be >= 1"),
         ("sqlite:///x.db?max_age=-1", "max_age=-1.0: must be > 0"),

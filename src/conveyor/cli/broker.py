@@ -14,8 +14,8 @@ from conveyor.cli.common import (
     URL_HELP,
     fail,
     names,
+    read_only,
     refuse_process_local,
-    require_database,
     run_async,
     url_and_args,
     url_and_up_to,
@@ -86,17 +86,15 @@ def inspect(
     refuse_process_local(url, "inspect")
     if len(rest) < 2:
         names(**({"stream": rest[0]} if rest else {}))
-        require_database(url)  # inspect only reads: a mistyped file is not created
-        run_async(_overview(url, rest[0] if rest else None))
+        run_async(_overview(read_only(url), rest[0] if rest else None))
         return
     stream, group = rest
     names(stream=stream, group=group)
     if dead_letter_stream is not None:
         names(**{"dead-letter stream": dead_letter_stream})
-    require_database(url)
 
     async def go() -> None:
-        async with connect(url) as backend:
+        async with connect(read_only(url)) as backend:  # a mistyped file is not created
             info = await backend.group_info(stream, group)
             oldest = await oldest_entry_at(backend, stream)
             dead = await backend.peek(dead_letter_stream or f"{stream}.dead", count=dead_count)

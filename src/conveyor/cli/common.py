@@ -11,7 +11,7 @@ import asyncio
 import os
 from collections.abc import Coroutine
 from typing import IO, Any, NoReturn, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import click
 
@@ -21,18 +21,19 @@ from conveyor.options import redact_url
 
 __all__ = [
     "DEFAULT_URL",
+    "FILE_SCHEMES",
     "PROCESS_LOCAL_SCHEMES",
     "URL_HELP",
     "CliError",
     "check_url",
     "fail",
-    "missing_database",
     "names",
+    "read_only",
     "refuse_process_local",
-    "require_database",
     "resolve_url",
     "run_async",
     "url_and_args",
+    "url_and_up_to",
 ]
 
 T = TypeVar("T")
@@ -46,8 +47,8 @@ DEFAULT_URL = "sqlite:///conveyor.db"
 PROCESS_LOCAL_SCHEMES = frozenset({"memory"})
 
 #: Schemes whose URL names a database file that the backend creates when it opens it:
-#: commands that only read (inspect, dlq, ui) refuse a missing file rather than create an
-#: empty database for a mistyped path.
+#: commands that only read (inspect, dlq, ui) pass ``create=false`` (`read_only`), so a
+#: mistyped path is refused rather than created empty.
 FILE_SCHEMES = frozenset({"sqlite"})
 
 URL_HELP = (
@@ -101,27 +102,18 @@ def refuse_process_local(url: str, command: str) -> None:
         )
 
 
-def missing_database(url: str) -> str | None:
-    """The line to fail with when `url` names a database file (``sqlite:///path``) that
-    does not exist; None otherwise (the backend judges a malformed URL)."""
+def read_only(url: str) -> str:
+    """`url` for a command that only reads (or changes what a database holds): a
+    ``sqlite:///`` URL gets ``create=false``, so that a mistyped path is refused rather
+    than created empty (the backend checks the rest of the URL first)."""
     scheme, _, rest = url.partition("://")
-    if scheme.lower() not in FILE_SCHEMES or not rest.startswith("/"):
-        return None
-    path = unquote(rest[1:].partition("?")[0])
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return None
-    file = os.path.abspath(path)
-    if os.path.exists(file):
-        return None
-    return f"no SQLite database at {file} (a typo? conveyor run or publish create it)"
-
-
-def require_database(url: str) -> None:
-    """For a command that only reads: fail when `url` names a database file that does
-    not exist, rather than let the backend create an empty one."""
-    message = missing_database(url)
-    if message is not None:
-        fail(message)
+    if scheme.lower() not in FILE_SCHEMES:
+        return url
+    base, _, query = rest.partition("?")
+    options = [part for part in query.split("&") if part]
+    if any(part.partition("=")[0] == "create" for part in options):
+        return url
+    return f"{scheme}://{base}?{'&'.join([*options, 'create=false'])}"
 
 
 def url_and_args(

@@ -18,8 +18,8 @@ from conveyor.cli.common import (
     check_url,
     fail,
     names,
+    read_only,
     refuse_process_local,
-    require_database,
     resolve_url,
     run_async,
 )
@@ -122,8 +122,7 @@ def _target(
 def _connect(url: str) -> Opening[StreamBackend]:
     """`connect`, refusing a database file that does not exist (these commands only read
     it, or change what is in it: they never create one)."""
-    require_database(url)
-    return connect(url)
+    return connect(read_only(url))
 
 
 def _box(backend: Any, stream: str, dead_letter_stream: str | None) -> DeadLetters:

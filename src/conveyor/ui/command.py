@@ -60,16 +60,6 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _refuse_missing_database(url: str) -> None:
-    """The dashboard only reads: a ``sqlite:///`` file that does not exist is a mistyped
-    path, not a database to create."""
-    from conveyor.cli.common import missing_database  # here: conveyor.cli imports this module
-
-    missing = missing_database(url)
-    if missing is not None:
-        _fail(missing)
-
-
 async def _probe(url: str, stream: str) -> None:
     """Connect once and read, so that a broker that does not answer is reported now."""
     from conveyor.base import BaseBackend
@@ -131,10 +121,12 @@ def ui_command(
         from conveyor.ui.app import create_app
     except ImportError as exc:
         _fail(f"conveyor ui needs the ui extra (pip install 'conveyor[ui]'): {exc}")
+    from conveyor.cli.common import read_only as reading  # here: conveyor.cli imports this
+
     try:
         pairs = tuple(parse_group(g) for g in groups)
         settings = UiSettings(
-            url,
+            reading(url),  # the dashboard never creates a mistyped sqlite:/// file
             streams=streams,
             groups=pairs,
             read_only=read_only,
@@ -143,8 +135,7 @@ def ui_command(
             sample_interval=refresh,
             allowed_hosts=LOOPBACK_HOSTS if _is_loopback(host) else None,
         )
-        _refuse_missing_database(url)
-        asyncio.run(_probe(url, (streams or ("conveyor-ui-probe",))[0]))
+        asyncio.run(_probe(settings.url, (streams or ("conveyor-ui-probe",))[0]))
     except ConveyorError as exc:
         _fail(Scrubber(url, token)(f"{type(exc).__name__}: {exc}"))
     sock = _listen(host, port)

@@ -82,14 +82,20 @@ def _refuse(file: str, why: str) -> ConfigurationError:
     return ConfigurationError(f"sqlite database {file}: {why}")
 
 
-def _check_path(file: str) -> bool:
-    """Refuse paths SQLite could not use; True when the database must be created."""
+def _check_path(file: str, *, create: bool = True) -> bool:
+    """Refuse paths SQLite could not use (and a missing file unless `create`); True when
+    the database must be created."""
     directory = os.path.dirname(file)
     if not os.path.isdir(directory):
         raise _refuse(file, f"the directory {directory} does not exist")
     try:
         info = os.stat(file)
     except FileNotFoundError:
+        if not create:
+            raise ConfigurationError(
+                f"no SQLite database at {file} (a typo? create=false: it is not created;"
+                " conveyor publish or run create it)"
+            ) from None
         if not os.access(directory, os.W_OK | os.X_OK):
             why = f"cannot create it: the directory {directory} is not writable"
             raise _refuse(file, why) from None
@@ -204,7 +210,7 @@ def connect(settings: SqliteSettings) -> apsw.Connection:
         BrokerUnavailableError: another process keeps it locked past ``busy_timeout``.
     """
     file = settings.file
-    empty = _check_path(file)
+    empty = _check_path(file, create=settings.create)
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     with ERRORS.mapping(f"sqlite database {file}"):
         connection = apsw.Connection(file, flags=flags)

@@ -24,7 +24,8 @@ class SqliteSettings:
 
     The URL's path is the database file (`path`); a relative path is resolved against the
     working directory when the backend opens. The file is created when missing (its
-    directory must exist); a file that is not a conveyor database is refused untouched.
+    directory must exist; see `create`); a file that is not a conveyor database is
+    refused untouched.
 
     Query options:
         synchronous: ``normal`` (default) or ``full``. With either, a publish that
@@ -54,6 +55,10 @@ class SqliteSettings:
         max_poll_interval: Longest pause between two checks of a blocked read in
             ``poll`` mode, in seconds (default 0.1): the most an entry published after a
             quiet spell waits there, against about ten checks a second while idle.
+        create: ``true`` (default): a database file that does not exist is created.
+            ``false``: opening refuses it with `ConfigurationError` (``no SQLite database
+            at ...``) — what the CLI's commands that only read (``inspect``, ``dlq``,
+            ``ui``) pass, so that a mistyped path is not created empty.
     """
 
     path: str
@@ -64,6 +69,7 @@ class SqliteSettings:
     max_message_bytes: int = 1_048_576
     wakeup: Literal["auto", "notify", "poll"] = "auto"
     max_poll_interval: float = 0.1
+    create: bool = True
 
     def __post_init__(self) -> None:
         if not self.path:
