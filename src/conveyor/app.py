@@ -195,7 +195,7 @@ class App:
         if not isinstance(target, str):
             await self._run(target, consumer, index, stop)
             return
-        opening = await _before_stop(lambda: connect(target), stop)
+        opening = await _before_stop(lambda: connect(target), stop, lambda b: b.aclose())
         if opening is None:
             log.info("stop asked while connecting: stopped before the app had started")
             return
@@ -233,17 +233,17 @@ class App:
         """Start `processors` in turn, adding each to `started`; False when `stop` came
         first (the start in progress is cancelled)."""
         for processor in processors:
+            started.append(processor)  # stopped afterwards whatever happens (a no-op if idle)
             starting = await _before_stop(processor.start, stop)
             if starting is None:
                 log.info(
                     "stop asked while starting (%d of %d handler(s) started):"
                     " stopped before the app had started",
-                    len(started),
+                    len(started) - 1,
                     len(processors),
                 )
                 return False
             starting.result()
-            started.append(processor)
         return True
 
     async def _wait(self, started: list[StreamProcessor], stop: asyncio.Event | None) -> None:
@@ -278,27 +278,38 @@ class App:
 
 
 async def _before_stop(
-    work: Callable[[], Awaitable[T]], stop: asyncio.Event | None
+    work: Callable[[], Awaitable[T]],
+    stop: asyncio.Event | None,
+    undo: Callable[[T], Awaitable[object]] | None = None,
 ) -> asyncio.Future[T] | None:
     """Run ``work()`` until it ends or `stop` is set: its finished task (``.result()``
     returns what it returned or raises what it raised), or None when `stop` came first
     (``work()`` was then cancelled, or not called at all when `stop` was set already).
-    A cancellation of the caller cancels ``work()`` too."""
+    A cancellation of the caller cancels ``work()`` too; what ``work()`` returned but
+    is not handed back (the caller was cancelled as it finished) goes to `undo`."""
     if stop is not None and stop.is_set():
         return None
     task = asyncio.ensure_future(work())
     stopper = asyncio.ensure_future((stop or asyncio.Event()).wait())
+    handed = False
     try:
         await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopped_first = not task.done()
-    finally:
         stopper.cancel()
         task.cancel()  # does nothing when it has finished
         await asyncio.wait([task, stopper])
-    if task.cancelled():
-        return None
-    if stopped_first and task.exception() is not None:
-        # a client that turned our cancellation into an error of its own
-        log.debug("cancelled by the stop: %r", task.exception())
-        return None
-    return task
+        if task.cancelled():
+            return None
+        if stopped_first and task.exception() is not None:
+            # a client that turned our cancellation into an error of its own
+            log.debug("cancelled by the stop: %r", task.exception())
+            return None
+        handed = True
+        return task
+    finally:
+        if not handed:
+            stopper.cancel()
+            task.cancel()
+            await asyncio.shield(asyncio.wait([task, stopper]))
+            if undo is not None and not task.cancelled() and task.exception() is None:
+                await asyncio.shield(undo(task.result()))

@@ -38,7 +38,8 @@ def _name(func: object) -> str:
 def _check_one_argument(func: object) -> None:
     """Refuse a handler that cannot be called with one positional argument."""
     try:
-        signature = inspect.signature(typing.cast(Callable[..., Any], func))
+        # the callable's own parameters: a functools.wraps wrapper may supply the rest
+        signature = inspect.signature(typing.cast(Callable[..., Any], func), follow_wrapped=False)
     except (TypeError, ValueError):  # no signature to read: it will be called and see
         return
     try:

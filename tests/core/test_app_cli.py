@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import io
 import os
@@ -96,6 +97,20 @@ class _TwoCall:
     async def __call__(self, a: Any, b: Any) -> None: ...
 
 
+def _with_session(func: Callable[..., Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """A decorator that supplies a handler's second argument itself."""
+
+    @functools.wraps(func)
+    async def wrapper(payload: Any) -> None:
+        await func(payload, "session")
+
+    return wrapper
+
+
+@_with_session
+async def _decorated(payload: Any, session: str) -> None: ...
+
+
 async def test_a_handler_that_cannot_take_one_argument_is_refused_when_set(
     memory: MemoryBackend,
 ) -> None:
@@ -120,7 +135,7 @@ async def test_a_handler_that_cannot_take_one_argument_is_refused_when_set(
             router.add("t", bad)
         with pytest.raises(ConfigurationError, match="cannot be called with one argument"):
             processor.set_callback(bad)
-    for good in (_defaults, _star, _star_kwargs):
+    for good in (_defaults, _star, _star_kwargs, _decorated):  # the wrapper takes one
         App("x").add_handler("s", good)
         router.add("t", good)
         processor.set_callback(good)

@@ -462,3 +462,30 @@ async def test_an_ack_that_never_returns_holds_stop_for_one_time_budget_only(
     assert 0.9 < took < 1.6, took
     assert "1 finished message(s) could not be acked before shutdown" in caplog.text
     assert (await memory.group_info("orders", "billing")).pending == 1  # delivered again
+
+
+_failed_acks = 0
+
+
+async def _slow_ack_that_fails_once(self: MemorySession, messages: Sequence[Message]) -> None:
+    global _failed_acks
+    if _failed_acks == 0:
+        _failed_acks += 1
+        await asyncio.sleep(0.2)
+        raise BrokerUnavailableError("the ack's connection was lost")
+    await _memory_ack(self, messages)
+
+
+async def test_an_ack_failing_during_stop_is_retried_by_the_final_flush_at_once(
+    memory: MemoryBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    global _failed_acks
+    _failed_acks = 0
+    monkeypatch.setattr(MemorySession, "ack", _slow_ack_that_fails_once)
+    processor, took = await _stop_during_an_ack(memory, clock)
+    # before: the acker backed off on the (fake) clock after the failure until the
+    # budget ran out, and the final flush had no time left: the message stayed pending
+    assert _failed_acks == 1
+    assert took < 0.8, took
+    assert (await memory.group_info("orders", "billing")).pending == 0
+    assert processor.stats.acked == 1

@@ -95,7 +95,9 @@ class Acker:
                 failure = None
             finally:
                 self.sending = False
-            if failure is not None:  # a backoff: a stop cancels it (final_flush retries)
+            if failure is not None:
+                if self._closing:  # no backoff once closing: final_flush retries in budget
+                    return
                 attempt += 1
                 await self.calls.recover(failure, attempt, session)
                 continue
@@ -108,6 +110,9 @@ class Acker:
         is bounded in real time, whatever clock the processor runs on)."""
         if not self.pending:
             return
+        if timeout <= 0:  # the budget went to the ack in flight
+            self._left_pending()
+            return
         flush = asyncio.ensure_future(self._flush_until_done())
         done, _ = await asyncio.wait({flush}, timeout=timeout)
         if not done:
@@ -115,6 +120,9 @@ class Acker:
             await asyncio.wait({flush})
         elif not flush.cancelled():
             flush.exception()  # retrieved: a closed backend leaves the rest pending
+        self._left_pending()
+
+    def _left_pending(self) -> None:
         if self.pending:
             log.warning(
                 "%d finished message(s) could not be acked before shutdown; they will"

@@ -61,7 +61,8 @@ class ProcessorOptions:
         max_deliveries: Deliveries before a failing message is dead-lettered.
         dead_letter_stream: Where dead letters go; default ``<stream>.dead``.
         shutdown_timeout: Real seconds `stop()` waits for running handlers (then cancels
-            them; their messages stay pending) and again for the last acks.
+            them; their messages stay pending) and again (at least 1 s) for the ack in
+            flight and the last acks together.
         start: ``"earliest"`` (default: a new group sees messages published before it
             existed) or ``"latest"``.
         connect_attempts: Attempts to open the consumer at start before `start()` raises

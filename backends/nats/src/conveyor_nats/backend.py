@@ -136,6 +136,11 @@ class NatsBackend(BaseBackend):
                 ),
                 timeout=budget,
             )
+        except asyncio.CancelledError:  # a stop while connecting: no client left behind
+            backend._closed = True
+            with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
+                await asyncio.shield(client.close())
+            raise
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             backend._closed = True
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
