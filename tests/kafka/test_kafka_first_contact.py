@@ -83,9 +83,9 @@ async def test_a_silent_server_beside_a_live_one_is_left_out(
     try:
         assert isinstance(backend, KafkaBackend)
         assert took < CONNECT_TIMEOUT_MS / 1000 + 2, took
-        assert f"not answering, tried last: 127.0.0.1:{silent.port}" in caplog.text
-        # every client tries `live` first; the silent one stays, last, should it come back
-        assert backend.settings.bootstrap_servers == (live, f"127.0.0.1:{silent.port}")
+        assert f"bootstrap server left out: 127.0.0.1:{silent.port}" in caplog.text
+        # aiokafka shuffles bootstrap servers: a silent one left in costs 40 s at random
+        assert backend.settings.bootstrap_servers == (live,)
         stream = f"kt-{uuid.uuid4().hex[:10]}"
         started = time.monotonic()
         await backend.publish(stream, {"n": 1})  # the producer bootstraps from `live`

@@ -92,16 +92,18 @@ class KafkaBackend(BaseBackend):
     async def start(self) -> None:
         """Connect the admin client. First every bootstrap server is asked to answer
         within ``connect_timeout_ms`` (see `conveyor_kafka.probe`); when some do not,
-        the backend's clients try those that did first (the others stay in
-        `settings`, last: a broker that was restarting may be back later).
+        the backend's clients bootstrap from those that did (`settings` says which):
+        aiokafka tries bootstrap servers in random order (``collect_hosts`` shuffles
+        them), so a silent one kept in the list would cost a whole
+        ``request_timeout_ms`` whenever it came first. A broker that was restarting
+        comes back through the cluster metadata, not the bootstrap list.
 
         Raises:
             BrokerUnavailableError: no bootstrap server answered like a Kafka broker.
         """
         servers = await answering_servers(self.settings)
         if len(servers) < len(self.settings.bootstrap_servers):
-            silent = [s for s in self.settings.bootstrap_servers if s not in servers]
-            self.settings = replace(self.settings, bootstrap_servers=(*servers, *silent))
+            self.settings = replace(self.settings, bootstrap_servers=tuple(servers))
             self._producer = Producer(self.settings, self._is_closed, self._ensure_topic)
         admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
         try:

@@ -43,7 +43,7 @@ async def answering_servers(settings: KafkaSettings) -> list[str]:
     if not answering:
         raise BrokerUnavailableError(f"kafka connect to {','.join(servers)}: {'; '.join(found)}")
     for problem in found:
-        log.warning("bootstrap server not answering, tried last: %s", problem)
+        log.warning("bootstrap server left out: %s", problem)
     return answering
 
 
