@@ -116,15 +116,21 @@ def read_only(url: str) -> str:
     return f"{scheme}://{base}?{'&'.join([*options, 'create=false'])}"
 
 
+def _url_argument(option: str | None, given: str) -> str:
+    """The URL given as the first argument (checked); fail when --url gave one too (a
+    URL that only came from ``CONVEYOR_URL`` is overridden)."""
+    if option is not None and os.environ.get("CONVEYOR_URL") != option:
+        fail("the URL is given twice: as an argument and with --url")
+    return check_url(given)
+
+
 def url_and_args(
     url: str | None, args: tuple[str, ...], names: str, count: int = 2
 ) -> tuple[str, list[str]]:
     """``[URL] A B`` positional arguments (the URL first, or from --url/CONVEYOR_URL/the
     default): the URL and ``[A, B]``."""
     if len(args) == count + 1:
-        if url is not None and os.environ.get("CONVEYOR_URL") != url:
-            fail("the URL is given twice: as an argument and with --url")
-        return check_url(args[0]), list(args[1:])
+        return _url_argument(url, args[0]), list(args[1:])
     if len(args) != count:
         fail(f"expected [URL] {names}, got {len(args)} argument(s)")
     return resolve_url(url), list(args)
@@ -136,9 +142,7 @@ def url_and_up_to(
     """``[URL] [A [B]]`` positional arguments, up to `most` after the URL: a first
     argument with ``://`` in it is the URL (else --url/CONVEYOR_URL/the default)."""
     if args and "://" in args[0]:
-        if url is not None and os.environ.get("CONVEYOR_URL") != url:
-            fail("the URL is given twice: as an argument and with --url")
-        url, rest = check_url(args[0]), list(args[1:])
+        url, rest = _url_argument(url, args[0]), list(args[1:])
     else:
         url, rest = resolve_url(url), list(args)
     if len(rest) > most:
