@@ -37,6 +37,7 @@ log = logging.getLogger("conveyor.demo")
 
 POISON_ORDER = 13
 _FLAKY_EVERY = 50  # orders with id % 50 == 7 fail on their first delivery
+_MAX_DELIVERIES = 3
 
 
 class StreamInUseError(ConfigurationError):
@@ -171,6 +172,12 @@ async def run_demo(
         note: str | None = None
         failed = True
         try:
+            console.print(
+                f"publishing {count:,} orders to {stream!r}; {workers} worker(s) with"
+                f" concurrency {concurrency} fulfil them. One order in {_FLAKY_EVERY} fails"
+                f" once and is retried; order {POISON_ORDER} always fails: it is dead-lettered"
+                f" after {_MAX_DELIVERIES} deliveries, and the error logged for it is expected."
+            )
             progress = Progress(
                 TextColumn("[bold]orders"),
                 BarColumn(),
@@ -208,7 +215,7 @@ async def run_demo(
                     batch_count=100,
                     concurrency=concurrency,
                     retry_delay=0.05,
-                    max_deliveries=3,
+                    max_deliveries=_MAX_DELIVERIES,
                     claim_idle=30.0,
                     poll_interval=0.5,
                 )

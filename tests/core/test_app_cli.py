@@ -229,7 +229,11 @@ async def test_demo_accounts_for_every_order() -> None:
     assert await run_demo(
         "memory://demo-test", count=400, workers=2, concurrency=4, console=console
     )
-    assert "dead letter: order 13" in console.file.getvalue()  # type: ignore[attr-defined]
+    out = " ".join(console.file.getvalue().split())  # type: ignore[attr-defined]
+    assert "dead letter: order 13" in out
+    # the poison order is announced before its error is logged: a newcomer knows it is meant
+    assert out.startswith("publishing 400 orders to ")
+    assert "order 13 always fails: it is dead-lettered after 3 deliveries" in out
 
 
 def test_public_api_is_exactly_this() -> None:
