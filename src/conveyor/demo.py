@@ -172,12 +172,6 @@ async def run_demo(
         note: str | None = None
         failed = True
         try:
-            console.print(
-                f"publishing {count:,} orders to {stream!r}; {workers} worker(s) with"
-                f" concurrency {concurrency} fulfil them. One order in {_FLAKY_EVERY} fails"
-                f" once and is retried; order {POISON_ORDER} always fails: it is dead-lettered"
-                f" after {_MAX_DELIVERIES} deliveries, and the error logged for it is expected."
-            )
             progress = Progress(
                 TextColumn("[bold]orders"),
                 BarColumn(),
@@ -227,6 +221,12 @@ async def run_demo(
             try:
                 for processor in processors:
                     await processor.start()
+                console.print(
+                    f"publishing {count:,} orders to {stream!r}; {workers} worker(s) with"
+                    f" concurrency {concurrency} fulfil them. One order in {_FLAKY_EVERY} fails"
+                    f" once and is retried; order {POISON_ORDER} always fails: it is dead-lettered"
+                    f" after {_MAX_DELIVERIES} deliveries, and the error logged for it is expected."
+                )
                 for first in range(0, count, 200):
                     batch = [_order(i, rng) for i in range(first, min(count, first + 200))]
                     await backend.publish_many(stream, batch)
