@@ -189,6 +189,10 @@ class App:
             index: Worker index appended to default consumer names.
             stop: Set it to stop; None runs until cancelled.
 
+        Cancelling `run` stops gracefully too. Cancelling it again while it stops (or
+        setting `stop`, then cancelling) stops at once: the running handlers are
+        cancelled and their messages stay pending, to be delivered again.
+
         Raises:
             RuntimeError: a processor crashed (after the others were stopped).
         """
@@ -219,8 +223,19 @@ class App:
             if await self._start(processors, started, stop):
                 await self._wait(started, stop)
         finally:
-            await asyncio.shield(asyncio.gather(*(p.stop() for p in started)))
-            uninstall()
+            stopping = asyncio.gather(*(p.stop() for p in started))
+            try:
+                await asyncio.shield(stopping)
+            except asyncio.CancelledError:
+                # cancelled again while stopping: at once (each stop() cancels its running
+                # handlers, acks what finished and closes its session)
+                stopping.cancel()
+                await asyncio.wait([stopping])
+                if not stopping.cancelled():
+                    stopping.exception()  # retrieved (gather ends with CancelledError set)
+                raise
+            finally:
+                uninstall()
         for processor in started:
             await processor.wait()  # raises if one crashed
 

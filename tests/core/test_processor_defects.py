@@ -489,3 +489,38 @@ async def test_an_ack_failing_during_stop_is_retried_by_the_final_flush_at_once(
     assert took < 0.8, took
     assert (await memory.group_info("orders", "billing")).pending == 0
     assert processor.stats.acked == 1
+
+
+async def test_a_cancelled_stop_cancels_the_handlers_acks_what_finished_and_closes(
+    memory: MemoryBackend, clock: FakeClock
+) -> None:
+    """stop() cancelled while it waits for a running handler (App.run's second Ctrl-C)
+    stops at once. Before the fix the cancellation left the handler running, the finished
+    message unacked and the session open."""
+    cancelled: list[int] = []
+
+    async def handle(payload: dict[str, Any]) -> None:
+        if payload["n"] == 1:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.append(1)
+                raise
+
+    processor = make(memory, clock, concurrency=2, shutdown_timeout=600)
+    processor.set_callback(handle)
+    await memory.publish_many("orders", [{"n": 0}, {"n": 1}])
+    await processor.start()
+    session = processor.session
+    await wait_until(lambda: processor.stats.handled == 1 and processor.stats.in_flight == 1)
+    stopping = asyncio.ensure_future(processor.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # waiting for the handler: up to 600 s
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(stopping, 10)
+    assert cancelled == [1]
+    assert processor.stats.acked == 1
+    assert session.closed
+    assert not processor.is_running
+    assert (await memory.group_info("orders", "billing")).pending == 1

@@ -20,9 +20,15 @@ from redis.asyncio import Redis
 
 import conveyor
 from conveyor import StreamProcessor
-from conveyor.errors import ConfigurationError
+from conveyor.errors import BrokerUnavailableError, ConfigurationError
 from conveyor.testing import wait_until
-from conveyor.testing.processes import LocalRedis, LocalServer, free_port, publish_steadily
+from conveyor.testing.processes import (
+    LocalRedis,
+    LocalServer,
+    SilentServer,
+    free_port,
+    publish_steadily,
+)
 from conveyor.testing.servers import unavailable
 from conveyor_redis import RedisSettings
 
@@ -181,3 +187,57 @@ async def test_processing_resumes_on_the_promoted_replica(
     assert processor.stats.outages >= 1
     if wait_replicas:
         assert lost == set()  # WAIT made every confirmed publish survive the failover
+
+
+async def test_a_silent_sentinel_fails_once_within_the_connect_timeout() -> None:
+    """A Sentinel port that accepts connections and never answers: each discovery fails
+    within ``socket_connect_timeout`` (one took 40 s: redis-py read the Sentinel's reply
+    with ``socket_timeout`` and retried it), saying which Sentinel did not answer. (The
+    command's own `retries` repeat the discovery: 0 here.)"""
+    with SilentServer() as silent:
+        backend = await conveyor.connect(
+            f"redis+sentinel://127.0.0.1:{silent.port}/{SERVICE}"
+            "?socket_connect_timeout=1&retries=0"
+        )
+        started = time.monotonic()
+        try:
+            with pytest.raises(BrokerUnavailableError) as info:
+                await backend.publish("orders", {"n": 1})
+        finally:
+            await backend.aclose()
+        took = time.monotonic() - started
+        accepted = silent.accepted
+    assert took < 1 + 2, took
+    assert accepted == 1  # asked once, not retried
+    assert str(info.value).endswith(
+        f"no Sentinel named a primary for {SERVICE!r}: 127.0.0.1:{silent.port} accepted the"
+        " connection but did not answer like a Redis Sentinel within 1.0 s"
+        " (socket_connect_timeout)"
+    )
+
+
+async def test_a_silent_sentinel_is_skipped_and_an_unknown_service_is_named(sentinels: Sentinels) -> None:
+    with SilentServer() as silent:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in [silent.port, sentinels.sentinels[0].port])
+        backend = await conveyor.connect(
+            f"redis+sentinel://{hosts}/{SERVICE}/0?socket_connect_timeout=1"
+        )
+        started = time.monotonic()
+        try:
+            entry = await backend.publish("orders", {"n": 1})
+        finally:
+            await backend.aclose()
+        took = time.monotonic() - started
+    assert entry
+    assert took < 1 + 2, took
+    port = sentinels.sentinels[0].port
+    wrong = await conveyor.connect(f"redis+sentinel://127.0.0.1:{port}/nope/0?retries=0")
+    try:
+        with pytest.raises(BrokerUnavailableError) as info:
+            await wrong.publish("orders", {"n": 1})
+    finally:
+        await wrong.aclose()
+    assert str(info.value).endswith(
+        f"no Sentinel named a primary for 'nope': 127.0.0.1:{port}: the primary of 'nope'"
+        " is not monitored there"
+    )

@@ -6,6 +6,10 @@ import asyncio
 import logging
 import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -122,3 +126,55 @@ def test_bad_urls_print_one_line_and_exit_2(workdir: Path, url: str, expected: s
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert expected in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_a_second_sigint_stops_run_at_once_leaving_the_message_pending(workdir: Path) -> None:
+    """The first SIGINT waits for the running handler (up to its shutdown_timeout, 600 s
+    here); the second stops at once, and the unfinished message stays pending."""
+    (workdir / "slowapp.py").write_text(
+        textwrap.dedent("""
+        import asyncio
+        from conveyor import App
+
+        app = App("slow")
+
+        @app.handler("jobs", shutdown_timeout=600)
+        async def job(payload):
+            print("handling", payload["n"], flush=True)
+            await asyncio.sleep(3600)
+    """)
+    )
+    url = f"sqlite:///{workdir / 'slow.db'}"
+    assert CliRunner().invoke(main, ["publish", url, "jobs", '{"n": 1}']).exit_code == 0
+    env = {**os.environ, "CONVEYOR_URL": url, "PYTHONPATH": str(workdir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "run", "slowapp:app"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline()]
+        while "handling 1" not in lines[-1]:
+            assert lines[-1], "run ended before handling: " + "".join(lines)
+            lines.append(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.5)  # graceful: waiting for the handler
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, out
+    assert "SIGINT again: stopping now" in out
+    assert "Traceback" not in out
+
+    async def pending() -> int:
+        async with conveyor.connect(url) as backend:
+            return (await backend.group_info("jobs", "slow")).pending
+
+    assert asyncio.run(pending()) == 1

@@ -86,7 +86,10 @@ def run(
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    """Run every handler of MODULE:APP until SIGINT/SIGTERM, then stop gracefully."""
+    """Run every handler of MODULE:APP until SIGINT/SIGTERM, then stop gracefully.
+
+    A second SIGINT/SIGTERM during the graceful stop stops at once: the messages still
+    being handled are not acknowledged (they will be delivered again)."""
     if metrics_port is not None:
         try:
             from conveyor.prometheus import PrometheusMiddleware  # noqa: F401 - a check
@@ -131,11 +134,30 @@ def _run_one(
     # supervisor give up at once (it would fail the same way on every restart)
     server = _serve_metrics(app, metrics_port, metrics_host) if metrics_port is not None else None
 
+    forced: list[signal.Signals] = []
+
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        assert main_task is not None
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop.is_set():
+                stop.set()  # the first: a graceful stop (handlers finish, acks flushed)
+                return
+            if not forced:
+                log.warning(
+                    "%s again: stopping now, without waiting for the running handlers;"
+                    " the messages they hold are not acknowledged and will be delivered"
+                    " again",
+                    sig.name,
+                )
+                forced.append(sig)
+                main_task.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         log.info(
             "running %s on %s (%d handler(s))", app_path, redact_url(target), len(app.handlers)
         )
@@ -150,6 +172,10 @@ def _run_one(
 
     try:
         run_async(serve())
+    except asyncio.CancelledError:
+        if not forced:
+            raise
+        sys.exit(128 + forced[0])  # the shell's status for "ended by that signal"
     finally:
         if server is not None:
             server.close()

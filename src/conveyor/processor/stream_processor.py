@@ -235,7 +235,11 @@ class StreamProcessor:
     async def stop(self) -> None:
         """Stop fetching, let running handlers finish (up to `shutdown_timeout`), ack what
         finished, leave the rest pending, close the session. Idempotent; safe to call
-        concurrently."""
+        concurrently.
+
+        Cancelling `stop()` while it waits for the handlers stops at once: they are
+        cancelled (their messages stay pending), what finished is still acked and the
+        session closed, then the cancellation propagates."""
         if self._state == "stopping":
             await self._stopped.wait()
             return
@@ -267,18 +271,33 @@ class StreamProcessor:
 
     async def _shutdown(self) -> None:
         crew, parts = self._crew, self._parts
-        await crew.cancel(["reader", "retries"])  # stop fetching
-        parts.ledger.ready.set()  # wake idle workers so they see the stop
-        workers = crew.roles("worker-")
-        if workers:
-            _, unfinished = await asyncio.wait(workers, timeout=self.options.shutdown_timeout)
-            if unfinished:
-                log.warning(
-                    "%d handler(s) still running after shutdown_timeout=%ss: cancelled,"
-                    " their messages stay pending",
-                    len(unfinished),
-                    self.options.shutdown_timeout,
-                )
+        waited = False
+        try:
+            await crew.cancel(["reader", "retries"])  # stop fetching
+            parts.ledger.ready.set()  # wake idle workers so they see the stop
+            workers = crew.roles("worker-")
+            if workers:
+                await asyncio.wait(workers, timeout=self.options.shutdown_timeout)
+            waited = True
+        finally:
+            # shielded: a stop() cancelled while it waits for the handlers (a second
+            # Ctrl-C) still cancels them, acks what finished and closes the session
+            await asyncio.shield(self._wind_up(waited))
+
+    async def _wind_up(self, waited: bool) -> None:
+        """Cancel what still runs, ack what finished, close the session; bounded in real
+        time. `waited`: the handlers had their `shutdown_timeout` (False: stop() was
+        cancelled before)."""
+        crew, parts = self._crew, self._parts
+        unfinished = [task for task in crew.roles("worker-") if not task.done()]
+        if unfinished:
+            log.warning(
+                "%d handler(s) still running %s: cancelled, their messages stay pending",
+                len(unfinished),
+                f"after shutdown_timeout={self.options.shutdown_timeout}s"
+                if waited
+                else "when stop() was cancelled",
+            )
         await crew.cancel(crew.others("acker"))  # keeper, unfinished handlers
         # an ack call in flight is let finish, not cancelled: client libraries may swallow
         # the cancellation (nats-py's publish flush does) and leave the acker waiting
@@ -288,10 +307,8 @@ class StreamProcessor:
         if parts.acker.sending:
             await crew.wait(["acker"], acks_until - time.monotonic())
         await crew.cancel(["acker"])
-        # shielded: a cancelled stop() still acks what finished, within its time bound
-        flush = parts.acker.final_flush(max(0.0, acks_until - time.monotonic()))
-        await asyncio.shield(flush)
-        await asyncio.shield(parts.calls.close())
+        await parts.acker.final_flush(max(0.0, acks_until - time.monotonic()))
+        await parts.calls.close()
         parts.acker.clear()
         parts.retries.clear()
         parts.ledger.clear()

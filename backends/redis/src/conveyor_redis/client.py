@@ -24,16 +24,31 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.gate import Gate
-from conveyor_redis.errors import ERRORS, HandshakeTimeoutError, NotRedisServerError
+from conveyor_redis.errors import (
+    ERRORS,
+    HandshakeTimeoutError,
+    NotRedisServerError,
+    SentinelHandshakeTimeoutError,
+)
 from conveyor_redis.settings import RedisSettings
 
-__all__ = ["Client", "Gate", "Pool", "handshake", "make_pool", "pack_args", "server_version"]
+__all__ = [
+    "Client",
+    "Gate",
+    "Pool",
+    "handshake",
+    "make_pool",
+    "pack_args",
+    "sentinel_handshake",
+    "server_version",
+]
 
 #: Commands whose replies are parsed here rather than by redis-py's callbacks.
 _RAW_COMMANDS = ("XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XRANGE", "XREVRANGE", "XADD")
@@ -198,6 +213,19 @@ async def handshake(connection: AbstractConnection) -> None:
     ``redis_connect_func``, which redis-py calls instead of ``on_connect`` once the
     TCP/TLS connection is up; it disconnects on any `RedisError` raised here.
     """
+    await _bounded_handshake(connection, "a Redis server", HandshakeTimeoutError)
+
+
+async def sentinel_handshake(connection: AbstractConnection) -> None:
+    """`handshake` for the clients that ask the Sentinels: a silent one fails with
+    `SentinelHandshakeTimeoutError`, a redis-py ``TimeoutError``, so that the discovery
+    asks the next Sentinel (those clients do not retry by themselves)."""
+    await _bounded_handshake(connection, "a Redis Sentinel", SentinelHandshakeTimeoutError)
+
+
+async def _bounded_handshake(
+    connection: AbstractConnection, what: str, timeout_error: type[RedisError]
+) -> None:
     try:
         await asyncio.wait_for(connection.on_connect(), connection.socket_connect_timeout)
     except (asyncio.TimeoutError, RedisTimeoutError) as exc:
@@ -205,9 +233,9 @@ async def handshake(connection: AbstractConnection) -> None:
         option = (
             "socket_timeout" if isinstance(exc, RedisTimeoutError) else "socket_connect_timeout"
         )
-        raise HandshakeTimeoutError(
-            f"{_address(connection)} accepted the connection but did not answer like a"
-            f" Redis server within {getattr(connection, option)} s ({option})"
+        raise timeout_error(
+            f"{_address(connection)} accepted the connection but did not answer like"
+            f" {what} within {getattr(connection, option)} s ({option})"
         ) from None
     except InvalidResponse as exc:
         raise NotRedisServerError(
@@ -219,6 +247,33 @@ def _address(connection: AbstractConnection) -> str:
     host = str(getattr(connection, "host", "?"))
     port = getattr(connection, "port", "?")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Sentinels(Sentinel):
+    """redis-py's `Sentinel` whose failed discovery names each Sentinel by its address
+    and says what went wrong there (redis-py's own text carries each Sentinel client's
+    whole repr, a few hundred characters, and the errors' categories, not their texts)."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        problems: list[str] = []
+        for index, sentinel in enumerate(self.sentinels):
+            kwargs = sentinel.connection_pool.connection_kwargs
+            where = f"{kwargs.get('host')}:{kwargs.get('port')}"
+            try:
+                masters = await sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                text = str(exc)
+                problems.append(text if where in text else f"{where}: {text}")
+                continue
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if state and self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            known = "is down" if state else "is not monitored there"
+            problems.append(f"{where}: the primary of {service_name!r} {known}")
+        raise MasterNotFoundError(
+            f"no Sentinel named a primary for {service_name!r}: {'; '.join(problems)}"
+        )
 
 
 def pack_args(head: Sequence[bytes], commands: Sequence[Sequence[bytes]]) -> bytes:
@@ -276,13 +331,16 @@ def make_pool(settings: RedisSettings, *, retries: int) -> Pool:
             startup_nodes=nodes, max_connections=2 * size, ssl=settings.tls, **common, **tls
         )
     elif settings.sentinel:
-        sentinels = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        sentinels = _Sentinels(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             list(settings.hosts),
             sentinel_kwargs={
                 "username": settings.sentinel_username,
                 "password": settings.sentinel_password,
                 "socket_timeout": settings.socket_timeout,
                 "socket_connect_timeout": settings.socket_connect_timeout,
+                "redis_connect_func": sentinel_handshake,
+                # each Sentinel asked once per discovery; the engine retries with backoff
+                "retry": Retry(NoBackoff(), 0),
             },
         )
         client = sentinels.master_for(

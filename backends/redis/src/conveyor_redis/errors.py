@@ -24,6 +24,7 @@ __all__ = [
     "UNREACHABLE",
     "HandshakeTimeoutError",
     "NotRedisServerError",
+    "SentinelHandshakeTimeoutError",
     "error_code",
     "reply_token",
 ]
@@ -42,6 +43,16 @@ class HandshakeTimeoutError(rx.RedisError):
     Not a redis-py ``ConnectionError`` or ``TimeoutError`` on purpose: redis-py retries
     those, each attempt waiting as long again, while the engine retries the
     `BrokerUnavailableError` this becomes with a backoff of its own.
+    """
+
+
+class SentinelHandshakeTimeoutError(rx.TimeoutError):
+    """Raised by the handshake of a connection to a Sentinel (`conveyor_redis.client`): the
+    Sentinel accepted the TCP connection but did not answer in time.
+
+    A redis-py ``TimeoutError``, unlike `HandshakeTimeoutError`, so that redis-py's
+    discovery of the primary goes on to the next Sentinel; the clients that ask the
+    Sentinels do not retry (the engine retries the discovery with its own backoff).
     """
 
 
