@@ -173,6 +173,9 @@ def test_cli_run_with_a_wrong_app_path_prints_one_line() -> None:
         ("conveyor:nothing_here", "has no attribute"),
         ("conveyor:Message", "not a conveyor.App"),
         ("no-colon", "expected module:app"),
+        ("billing.py:app", "got the file path 'billing.py': give its module, billing:app"),
+        ("./jobs/billing.py:app", "give its module, jobs.billing:app"),
+        ("/srv/billing.py:app", "billing:app, run from /srv or with PYTHONPATH=/srv"),
     ]:
         result = CliRunner().invoke(main, ["run", path, "--url", "memory://"])
         assert result.exit_code == 2, path

@@ -196,8 +196,7 @@ async def test_a_silent_sentinel_fails_once_within_the_connect_timeout() -> None
     command's own `retries` repeat the discovery: 0 here.)"""
     with SilentServer() as silent:
         backend = await conveyor.connect(
-            f"redis+sentinel://127.0.0.1:{silent.port}/{SERVICE}"
-            "?socket_connect_timeout=1&retries=0"
+            f"redis+sentinel://127.0.0.1:{silent.port}/{SERVICE}?socket_connect_timeout=1&retries=0"
         )
         started = time.monotonic()
         try:
@@ -216,7 +215,9 @@ async def test_a_silent_sentinel_fails_once_within_the_connect_timeout() -> None
     )
 
 
-async def test_a_silent_sentinel_is_skipped_and_an_unknown_service_is_named(sentinels: Sentinels) -> None:
+async def test_a_silent_sentinel_is_skipped_and_an_unknown_service_is_named(
+    sentinels: Sentinels,
+) -> None:
     with SilentServer() as silent:
         hosts = ",".join(f"127.0.0.1:{p}" for p in [silent.port, sentinels.sentinels[0].port])
         backend = await conveyor.connect(

@@ -99,6 +99,17 @@ def _call_factory(path: str, factory: Any, hint: str) -> object:
         raise AppLoadError(f"app factory {path} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _file_instead_of_module(file: str, attr: str) -> str:
+    """What to write instead of a file path (``billing.py:app``, ``src/billing.py:app``)."""
+    path = os.path.normpath(file[:-3] if file.endswith(".py") else file)
+    if os.path.isabs(path) or path.split(os.sep)[0] == "..":
+        directory, name = os.path.split(path)
+        how = f"{name}:{attr}, run from {directory} or with PYTHONPATH={directory}"
+    else:
+        how = f"{path.replace(os.sep, '.')}:{attr}"
+    return f"expected module:app, got the file path {file!r}: give its module, {how}"
+
+
 def load_app(path: str) -> App:
     """Import ``module:attribute`` and return the `App` it names (or a factory's result).
 
@@ -108,6 +119,8 @@ def load_app(path: str) -> App:
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise AppLoadError(f"expected module:app, got {path!r}")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        raise AppLoadError(_file_instead_of_module(module_name, attr))
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module = _import(module_name)
