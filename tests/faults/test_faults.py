@@ -35,7 +35,9 @@ from conveyor.options import split_options
 from conveyor.testing import wait_until
 from conveyor.testing.processes import LocalNats, LocalRedis, TcpProxy, publish_steadily
 
-pytestmark = pytest.mark.slow
+# The suite's 60 s timeout would cut the tests' own waits (up to 90 s for a recovery,
+# several in a row) and hide which one failed: theirs say what did not happen.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @dataclass
