@@ -305,7 +305,7 @@ IMPORT_MISTAKES: dict[str, tuple[str, str]] = {
         @app.handler("s", concurrency=0)
         async def h(payload): ...
         """,
-        "{m}: concurrency must be >= 1, got 0",
+        "{m}: concurrency must be >= 1, got 0 (at {file}:{decorator_line})",
     ),
     "two_handlers": (
         """
@@ -319,7 +319,7 @@ IMPORT_MISTAKES: dict[str, tuple[str, str]] = {
         async def g(payload): ...
         """,
         "{m}: stream 's' group 's' already has handler h; use a conveyor.Router to dispatch"
-        " by type",
+        " by type (at {file}:{second_decorator_line})",
     ),
     "two_parameters": (
         """
@@ -330,7 +330,8 @@ IMPORT_MISTAKES: dict[str, tuple[str, str]] = {
         async def h(a, b): ...
         """,
         "{m}: handler h(a, b) cannot be called with one argument (the payload or the"
-        " Message): it must take one positional parameter, and any other a default",
+        " Message): it must take one positional parameter, and any other a default"
+        " (at {file}:{decorator_line})",
     ),
     "sync_handler": (
         """
@@ -386,7 +387,10 @@ def test_a_mistake_in_the_users_module_is_one_line(workdir: Path, case: str, com
     # a decorator's call is at its own line from Python 3.11, at the def's before
     decorator_line = 5 if sys.version_info >= (3, 11) else 6
     expected = IMPORT_MISTAKES[case][1].format(
-        m=name, file=f"{name}.py", decorator_line=decorator_line
+        m=name,
+        file=f"{name}.py",
+        decorator_line=decorator_line,
+        second_decorator_line=decorator_line + 3,
     )
     assert lines[0] == f"error: {expected}"
 

@@ -56,7 +56,8 @@ def _import(module_name: str) -> ModuleType:
         ) from None
     except ConveyorError as exc:  # conveyor refused something the module declared
         log.debug("importing %s failed", module_name, exc_info=True)
-        raise AppLoadError(f"{module_name}: {_one_line(str(exc))}") from None
+        where = _where(module_name, exc.__traceback__)
+        raise AppLoadError(f"{module_name}: {_one_line(str(exc))} (at {where})") from None
     except Exception as exc:
         log.debug("importing %s failed", module_name, exc_info=True)
         what = type(exc).__name__
