@@ -11,7 +11,8 @@ worker re-reads its own pending messages first). It
   argument or an unreachable broker: a restart would not help) the first time it starts;
 * forwards SIGTERM/SIGINT (`stop`) to every child and waits for them to stop gracefully
   (finished messages acknowledged, unfinished ones left pending); children still running
-  after `RestartPolicy.stop_timeout` are killed (their messages stay pending too);
+  after `RestartPolicy.stop_timeout` are killed (their messages stay pending too); a
+  second SIGTERM/SIGINT is forwarded too, and each child then stops at once;
 * restarts every child when `reload` is called (``--reload`` calls it on code changes).
 
 Children run in their own process group, so a terminal's Ctrl-C reaches them once, through
@@ -116,6 +117,7 @@ class Supervisor:
         self._codes: dict[int, int | None] = {}
         self._stopping = asyncio.Event()
         self._stop_signal = signal.SIGTERM
+        self._forced = False  # stop() came twice: the workers stop at once
         self._generation = 0
         self.failure: str | None = None
         self._failure_status = 1
@@ -127,8 +129,10 @@ class Supervisor:
         return {index: proc.pid for index, proc in self._children.items()}
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Forward `signum` to every child and stop restarting them (again: forward again)."""
+        """Forward `signum` to every child and stop restarting them. Again: forward it
+        again (a worker's second signal stops it at once, exiting 128 + the signal)."""
         self._stop_signal = signal.Signals(signum)
+        self._forced = self._stopping.is_set()
         self._stopping.set()
         self._signal_all(self._stop_signal)
 
@@ -150,7 +154,8 @@ class Supervisor:
 
     async def run(self) -> int:
         """Run until `stop` (or a give-up); the exit status: 0 when every child stopped
-        gracefully, 1 otherwise, 2 when a child failed at its first start with status 2."""
+        gracefully, 128 + the signal when a second `stop` stopped them at once, 1
+        otherwise, 2 when a child failed at its first start with status 2."""
         keepers = [asyncio.ensure_future(self._keep(index)) for index in range(self.workers)]
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -181,11 +186,17 @@ class Supervisor:
         if self.failure is not None:
             log.error("%s", self.failure)
             return self._failure_status
-        stopped_by_us = (0, -self._stop_signal, -signal.SIGTERM)
+        stopped_by_us = [0, -self._stop_signal, -signal.SIGTERM]
+        forced = 128 + self._stop_signal  # a worker's status when its stop was forced
+        if self._forced:
+            stopped_by_us.append(forced)
+        codes = [c for c in self._codes.values() if c is not None]
         bad = {i: c for i, c in self._codes.items() if c is not None and c not in stopped_by_us}
         for index, code in sorted(bad.items()):
             log.error("worker %d %s while stopping", index, _describe(code))
-        return 1 if bad else 0
+        if bad:
+            return 1
+        return forced if self._forced and forced in codes else 0
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(

@@ -258,3 +258,41 @@ def test_no_worker_outlives_its_supervisor(
     log = _log(shop)
     assert log.count("is gone: stopping") == 2
     assert log.count("stopped orders/shop as") == 2  # each stopped gracefully by itself
+
+
+PATIENT = """
+import asyncio
+
+import conveyor
+
+app = conveyor.App("shop")
+
+
+@app.handler("orders", shutdown_timeout=600)
+async def handle(payload: dict) -> None:
+    with open("handled.txt", "a") as out:
+        out.write(f"start 0 {payload['n']}\\n")
+    await asyncio.sleep(3600)
+"""
+
+
+def test_a_second_sigint_stops_the_workers_at_once(
+    tmp_path: Path, stopper: list[subprocess.Popen[str]]
+) -> None:
+    """Ctrl-C twice under --workers: the supervisor forwards both; the worker, waiting for
+    a handler with 600 s of shutdown_timeout, stops at once; the supervisor exits 130
+    (not 1 with 'exited with status 130' per worker); the message stays pending."""
+    (tmp_path / "shop.py").write_text(textwrap.dedent(PATIENT))
+    asyncio.run(_publish(tmp_path, 0, 1))
+    supervisor = _start(tmp_path, "shop:app", "--workers", "1")
+    stopper.append(supervisor)
+    _wait("the handler running", lambda: bool(_handled(tmp_path)))
+    supervisor.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        supervisor.wait(timeout=1.5)  # graceful: the worker waits for its handler
+    supervisor.send_signal(signal.SIGINT)
+    assert supervisor.wait(timeout=30) == 128 + signal.SIGINT, _log(tmp_path)
+    log = _log(tmp_path)
+    assert "SIGINT again: stopping now" in log
+    assert "while stopping" not in log
+    assert asyncio.run(_group(tmp_path)).pending == 1
