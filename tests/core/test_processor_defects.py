@@ -524,3 +524,67 @@ async def test_a_cancelled_stop_cancels_the_handlers_acks_what_finished_and_clos
     assert session.closed
     assert not processor.is_running
     assert (await memory.group_info("orders", "billing")).pending == 1
+
+
+async def _slow_ack(self: MemorySession, messages: Sequence[Message]) -> None:
+    await asyncio.sleep(0.3)
+    await _memory_ack(self, messages)
+
+
+async def test_a_stop_cancelled_while_it_acks_returns_only_once_stopped(
+    memory: MemoryBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled after the handlers finished, while the last ack is in flight: stop()
+    raises only once that ack is done and the session closed (it returned at once and
+    left the wind-up running under a processor that said it had stopped)."""
+    monkeypatch.setattr(MemorySession, "ack", _slow_ack)
+
+    async def handle(payload: dict[str, Any]) -> None:
+        return None
+
+    processor = make(memory, clock)
+    processor.set_callback(handle)
+    await processor.start()
+    session = processor.session
+    await memory.publish("orders", {"n": 1})
+    await wait_until(lambda: processor.stats.handled == 1)
+    await asyncio.sleep(0.05)  # the acker is inside the slow ack
+    stopping = asyncio.ensure_future(processor.stop())
+    await asyncio.sleep(0.05)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(stopping, 10)
+    assert session.closed
+    assert processor.stats.acked == 1
+    assert not processor.is_running
+    assert (await memory.group_info("orders", "billing")).pending == 0
+
+
+async def test_cancelling_a_second_stop_caller_hurries_the_stop_under_way(
+    memory: MemoryBackend, clock: FakeClock
+) -> None:
+    cancelled: list[int] = []
+
+    async def handle(payload: dict[str, Any]) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(payload["n"])
+            raise
+
+    processor = make(memory, clock, shutdown_timeout=600)
+    processor.set_callback(handle)
+    await memory.publish("orders", {"n": 1})
+    await processor.start()
+    await wait_until(lambda: processor.stats.in_flight == 1)
+    first = asyncio.ensure_future(processor.stop())  # e.g. its supervisor's, after a crash
+    second = asyncio.ensure_future(processor.stop())  # e.g. App.run's
+    await asyncio.sleep(0.1)
+    assert not first.done()  # both wait for the handler
+    assert not second.done()
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(second, 10)
+    await asyncio.wait_for(first, 10)  # not cancelled itself: it just ends sooner
+    assert cancelled == [1]
+    assert not processor.is_running

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -128,11 +129,43 @@ def test_bad_urls_print_one_line_and_exit_2(workdir: Path, url: str, expected: s
         assert "Traceback" not in result.output
 
 
+def _run_app(workdir: Path, source: str) -> tuple[str, subprocess.Popen[str]]:
+    """Publish one job to a fresh sqlite:// file, then ``conveyor run`` `source`'s app,
+    its output going to ``run.log`` (`_read_until`, `_output`)."""
+    (workdir / "slowapp.py").write_text(textwrap.dedent(source))
+    url = f"sqlite:///{workdir / 'slow.db'}"
+    assert CliRunner().invoke(main, ["publish", url, "jobs", '{"n": 1}']).exit_code == 0
+    env = {**os.environ, "CONVEYOR_URL": url, "PYTHONPATH": str(workdir)}
+    with open(workdir / "run.log", "w") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "run", "slowapp:app"],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    return url, proc
+
+
+def _output(workdir: Path) -> str:
+    return (workdir / "run.log").read_text()
+
+
+def _read_until(workdir: Path, proc: subprocess.Popen[str], marker: str) -> None:
+    deadline = time.monotonic() + 30
+    while marker not in _output(workdir):
+        assert proc.poll() is None, f"run ended before {marker!r}: {_output(workdir)}"
+        assert time.monotonic() < deadline, f"no {marker!r} in 30 s: {_output(workdir)}"
+        time.sleep(0.02)
+
+
 def test_a_second_sigint_stops_run_at_once_leaving_the_message_pending(workdir: Path) -> None:
     """The first SIGINT waits for the running handler (up to its shutdown_timeout, 600 s
     here); the second stops at once, and the unfinished message stays pending."""
-    (workdir / "slowapp.py").write_text(
-        textwrap.dedent("""
+    url, proc = _run_app(
+        workdir,
+        """
         import asyncio
         from conveyor import App
 
@@ -142,34 +175,21 @@ def test_a_second_sigint_stops_run_at_once_leaving_the_message_pending(workdir: 
         async def job(payload):
             print("handling", payload["n"], flush=True)
             await asyncio.sleep(3600)
-    """)
-    )
-    url = f"sqlite:///{workdir / 'slow.db'}"
-    assert CliRunner().invoke(main, ["publish", url, "jobs", '{"n": 1}']).exit_code == 0
-    env = {**os.environ, "CONVEYOR_URL": url, "PYTHONPATH": str(workdir)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "run", "slowapp:app"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        """,
     )
     try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline()]
-        while "handling 1" not in lines[-1]:
-            assert lines[-1], "run ended before handling: " + "".join(lines)
-            lines.append(proc.stdout.readline())
+        _read_until(workdir, proc, "handling 1")
         proc.send_signal(signal.SIGINT)
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=1.5)  # graceful: waiting for the handler
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out = _output(workdir)
     assert proc.returncode == 128 + signal.SIGINT, out
+    assert "SIGINT: stopping gracefully (send it again to stop at once)" in out
     assert "SIGINT again: stopping now" in out
     assert "Traceback" not in out
 
@@ -178,3 +198,42 @@ def test_a_second_sigint_stops_run_at_once_leaving_the_message_pending(workdir: 
             return (await backend.group_info("jobs", "slow")).pending
 
     assert asyncio.run(pending()) == 1
+
+
+def test_a_third_sigint_exits_when_the_forced_stop_is_stuck(workdir: Path) -> None:
+    """A handler that swallows every cancellation keeps the forced stop waiting for it;
+    the third SIGINT exits at once."""
+    _, proc = _run_app(
+        workdir,
+        """
+        import asyncio
+        from conveyor import App
+
+        app = App("slow")
+
+        @app.handler("jobs", shutdown_timeout=600)
+        async def job(payload):
+            print("handling", payload["n"], flush=True)
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    print("swallowed a cancellation", flush=True)
+        """,
+    )
+    try:
+        _read_until(workdir, proc, "handling 1")
+        proc.send_signal(signal.SIGINT)
+        _read_until(workdir, proc, "stopping gracefully")  # two signals at once may arrive as one
+        proc.send_signal(signal.SIGINT)
+        _read_until(workdir, proc, "swallowed a cancellation")
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.5)  # the forced stop waits for the handler to end
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = _output(workdir)
+    assert proc.returncode == 128 + signal.SIGINT, out
+    assert "SIGINT a third time: exiting without closing anything" in out

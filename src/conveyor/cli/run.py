@@ -143,10 +143,10 @@ def _run_one(
         assert main_task is not None
 
         def on_signal(sig: signal.Signals) -> None:
-            if not stop.is_set():
-                stop.set()  # the first: a graceful stop (handlers finish, acks flushed)
-                return
-            if not forced:
+            if not stop.is_set():  # a graceful stop: handlers finish, acks are flushed
+                log.info("%s: stopping gracefully (send it again to stop at once)", sig.name)
+                stop.set()
+            elif not forced:
                 log.warning(
                     "%s again: stopping now, without waiting for the running handlers;"
                     " the messages they hold are not acknowledged and will be delivered"
@@ -155,6 +155,10 @@ def _run_one(
                 )
                 forced.append(sig)
                 main_task.cancel()
+            else:  # a third: the forced stop itself is stuck (a broker call that hangs)
+                log.error("%s a third time: exiting without closing anything", sig.name)
+                logging.shutdown()
+                os._exit(128 + sig)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)

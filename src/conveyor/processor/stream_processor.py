@@ -133,6 +133,9 @@ class StreamProcessor:
         self._crash: BaseException | None = None
         self._stopped = asyncio.Event()
         self._stopped.set()
+        self._shutdown_task: asyncio.Future[None] | None = None
+        #: Set when a stop() is cancelled: the stop goes on without waiting for handlers.
+        self._hurry = asyncio.Event()
 
     # -- configuration -----------------------------------------------------------------
 
@@ -237,19 +240,23 @@ class StreamProcessor:
         finished, leave the rest pending, close the session. Idempotent; safe to call
         concurrently.
 
-        Cancelling `stop()` while it waits for the handlers stops at once: they are
-        cancelled (their messages stay pending), what finished is still acked and the
-        session closed, then the cancellation propagates."""
-        if self._state == "stopping":
+        Cancelling `stop()` hurries it: the running handlers are cancelled at once (their
+        messages stay pending), what finished is still acked (within 1 s) and the session
+        closed; the cancellation propagates once that is done."""
+        if self._state == "stopping" and self._shutdown_task is not None:
+            await _until_done(self._shutdown_task, self._hurry)
             await self._stopped.wait()
             return
         if self._state != "running":
             return
         self._state = "stopping"
         self._switch.on = False
+        self._hurry.clear()
+        self._shutdown_task = asyncio.ensure_future(self._shutdown())
         try:
-            await self._shutdown()
+            await _until_done(self._shutdown_task, self._hurry)
         finally:
+            self._shutdown_task = None
             self._state = "idle"
             self._stopped.set()
             supervisor, self._supervisor = self._supervisor, None
@@ -271,38 +278,47 @@ class StreamProcessor:
 
     async def _shutdown(self) -> None:
         crew, parts = self._crew, self._parts
-        waited = False
-        try:
-            await crew.cancel(["reader", "retries"])  # stop fetching
-            parts.ledger.ready.set()  # wake idle workers so they see the stop
-            workers = crew.roles("worker-")
-            if workers:
-                await asyncio.wait(workers, timeout=self.options.shutdown_timeout)
-            waited = True
-        finally:
-            # shielded: a stop() cancelled while it waits for the handlers (a second
-            # Ctrl-C) still cancels them, acks what finished and closes the session
-            await asyncio.shield(self._wind_up(waited))
+        await crew.cancel(["reader", "retries"])  # stop fetching
+        parts.ledger.ready.set()  # wake idle workers so they see the stop
+        await self._wait_for_handlers(crew.roles("worker-"))
+        await self._wind_up(hurried=self._hurry.is_set())
 
-    async def _wind_up(self, waited: bool) -> None:
+    async def _wait_for_handlers(self, workers: list[asyncio.Task[None]]) -> None:
+        """Until the workers end, `shutdown_timeout` passes or the stop is hurried."""
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            loop = asyncio.get_running_loop()
+            until = loop.time() + self.options.shutdown_timeout
+            pending: set[asyncio.Future[Any]] = set(workers)
+            while pending and not hurry.done() and loop.time() < until:
+                _, pending = await asyncio.wait(
+                    pending | {hurry},
+                    timeout=until - loop.time(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                pending.discard(hurry)
+        finally:
+            hurry.cancel()
+
+    async def _wind_up(self, *, hurried: bool) -> None:
         """Cancel what still runs, ack what finished, close the session; bounded in real
-        time. `waited`: the handlers had their `shutdown_timeout` (False: stop() was
-        cancelled before)."""
+        time. `hurried`: stop() was cancelled before the handlers' `shutdown_timeout`."""
         crew, parts = self._crew, self._parts
         unfinished = [task for task in crew.roles("worker-") if not task.done()]
         if unfinished:
             log.warning(
                 "%d handler(s) still running %s: cancelled, their messages stay pending",
                 len(unfinished),
-                f"after shutdown_timeout={self.options.shutdown_timeout}s"
-                if waited
-                else "when stop() was cancelled",
+                "when stop() was cancelled"
+                if hurried
+                else f"after shutdown_timeout={self.options.shutdown_timeout}s",
             )
         await crew.cancel(crew.others("acker"))  # keeper, unfinished handlers
         # an ack call in flight is let finish, not cancelled: client libraries may swallow
         # the cancellation (nats-py's publish flush does) and leave the acker waiting
         # one real-time budget for the ack in flight and the final flush together
-        acks_until = time.monotonic() + max(self.options.shutdown_timeout, 1.0)
+        budget = 1.0 if hurried else max(self.options.shutdown_timeout, 1.0)
+        acks_until = time.monotonic() + budget
         parts.acker.close()
         if parts.acker.sending:
             await crew.wait(["acker"], acks_until - time.monotonic())
@@ -324,3 +340,19 @@ class StreamProcessor:
             self._crash = exc or RuntimeError(f"{ended.get_name()} exited unexpectedly")
             log.critical("%s failed; stopping %r", ended.get_name(), self, exc_info=self._crash)
             await self.stop()
+
+
+async def _until_done(task: asyncio.Future[None], hurry: asyncio.Event) -> None:
+    """Await `task` (a shutdown, bounded in real time) to its end. A cancellation meanwhile
+    sets `hurry` and is raised once `task` has ended, so that a cancelled stop() returns
+    only when the processor has really stopped."""
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+            hurry.set()
+    if cancelled is not None:
+        raise cancelled
+    task.result()
