@@ -176,6 +176,8 @@ def test_cli_run_with_a_wrong_app_path_prints_one_line() -> None:
         ("billing.py:app", "got the file path 'billing.py': give its module, billing:app"),
         ("./jobs/billing.py:app", "give its module, jobs.billing:app"),
         ("/srv/billing.py:app", "billing:app, run from /srv or with PYTHONPATH=/srv"),
+        ("shop/__init__.py:app", "give its module, shop:app"),
+        ("my-jobs.py:app", "got the file path 'my-jobs.py': give the module's dotted name"),
     ]:
         result = CliRunner().invoke(main, ["run", path, "--url", "memory://"])
         assert result.exit_code == 2, path

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -215,13 +216,23 @@ async def test_a_silent_sentinel_fails_once_within_the_connect_timeout() -> None
     )
 
 
-async def test_a_silent_sentinel_is_skipped_and_an_unknown_service_is_named(
-    sentinels: Sentinels,
+async def test_addresses_that_are_not_sentinels_are_passed_over(
+    sentinels: Sentinels, redis_url: str, nats_url: str
 ) -> None:
+    """A silent port, a plain Redis server and another service (NATS) listed before a
+    real Sentinel: each is passed over for the next, and named when none works."""
+    plain = urlsplit(redis_url)
+    other = urlsplit(nats_url)
+    port = sentinels.sentinels[0].port
     with SilentServer() as silent:
-        hosts = ",".join(f"127.0.0.1:{p}" for p in [silent.port, sentinels.sentinels[0].port])
+        wrong = [
+            f"127.0.0.1:{silent.port}",
+            f"{plain.hostname}:{plain.port}",
+            f"{other.hostname}:{other.port}",
+        ]
         backend = await conveyor.connect(
-            f"redis+sentinel://{hosts}/{SERVICE}/0?socket_connect_timeout=1"
+            f"redis+sentinel://{','.join([*wrong, f'127.0.0.1:{port}'])}/{SERVICE}/0"
+            "?socket_connect_timeout=1"
         )
         started = time.monotonic()
         try:
@@ -229,16 +240,18 @@ async def test_a_silent_sentinel_is_skipped_and_an_unknown_service_is_named(
         finally:
             await backend.aclose()
         took = time.monotonic() - started
-    assert entry
-    assert took < 1 + 2, took
-    port = sentinels.sentinels[0].port
-    wrong = await conveyor.connect(f"redis+sentinel://127.0.0.1:{port}/nope/0?retries=0")
-    try:
-        with pytest.raises(BrokerUnavailableError) as info:
-            await wrong.publish("orders", {"n": 1})
-    finally:
-        await wrong.aclose()
-    assert str(info.value).endswith(
-        f"no Sentinel named a primary for 'nope': 127.0.0.1:{port}: the primary of 'nope'"
-        " is not monitored there"
-    )
+        assert entry
+        assert took < 1 + 2, took
+        unknown = await conveyor.connect(
+            f"redis+sentinel://{','.join([*wrong[1:], f'127.0.0.1:{port}'])}/nope/0?retries=0"
+        )
+        try:
+            with pytest.raises(BrokerUnavailableError) as info:
+                await unknown.publish("orders", {"n": 1})
+        finally:
+            await unknown.aclose()
+    message = str(info.value)
+    assert f"no Sentinel named a primary for 'nope': {wrong[1]} is not a Sentinel (" in message
+    assert f"; {wrong[2]} is not a Sentinel (" in message
+    assert "does not speak the Redis protocol" in message
+    assert message.endswith(f"; 127.0.0.1:{port}: the primary of 'nope' is not monitored there")

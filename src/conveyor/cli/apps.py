@@ -103,6 +103,10 @@ def _call_factory(path: str, factory: Any, hint: str) -> object:
 def _file_instead_of_module(file: str, attr: str) -> str:
     """What to write instead of a file path (``billing.py:app``, ``src/billing.py:app``)."""
     path = os.path.normpath(file[:-3] if file.endswith(".py") else file)
+    if os.path.basename(path) == "__init__":  # pkg/__init__.py is the package pkg
+        path = os.path.dirname(path)
+    if not os.path.basename(path).isidentifier():  # nothing to suggest: ".py", "/__init__.py"
+        return f"expected module:app, got the file path {file!r}: give the module's dotted name"
     if os.path.isabs(path) or path.split(os.sep)[0] == "..":
         directory, name = os.path.split(path)
         how = f"{name}:{attr}, run from {directory} or with PYTHONPATH={directory}"

@@ -244,8 +244,10 @@ async def _bounded_handshake(
 
 
 def _address(connection: AbstractConnection) -> str:
-    host = str(getattr(connection, "host", "?"))
-    port = getattr(connection, "port", "?")
+    return _host_port(str(getattr(connection, "host", "?")), getattr(connection, "port", "?"))
+
+
+def _host_port(host: str, port: object) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -256,17 +258,22 @@ class _Sentinels(Sentinel):
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
         problems: list[str] = []
-        for index, sentinel in enumerate(self.sentinels):
+        for sentinel in list(self.sentinels):
             kwargs = sentinel.connection_pool.connection_kwargs
-            where = f"{kwargs.get('host')}:{kwargs.get('port')}"
+            where = _host_port(str(kwargs.get("host")), kwargs.get("port"))
             try:
                 masters = await sentinel.sentinel_masters()
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 text = str(exc)
                 problems.append(text if where in text else f"{where}: {text}")
                 continue
+            except (ResponseError, InvalidResponse) as exc:  # a Redis server, another service
+                problems.append(f"{where} is not a Sentinel ({exc})")
+                continue
             state = masters.get(service_name) if isinstance(masters, dict) else None
             if state and self.check_master_state(state, service_name):
+                # this one first from now on (looked up now: others may have moved meanwhile)
+                index = self.sentinels.index(sentinel)
                 self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
                 return state["ip"], state["port"]
             known = "is down" if state else "is not monitored there"
