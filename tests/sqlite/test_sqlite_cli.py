@@ -129,10 +129,24 @@ def test_bad_urls_print_one_line_and_exit_2(workdir: Path, url: str, expected: s
         assert "Traceback" not in result.output
 
 
-def _run_app(workdir: Path, source: str) -> tuple[str, subprocess.Popen[str]]:
-    """Publish one job to a fresh sqlite:// file, then ``conveyor run`` `source`'s app,
-    its output going to ``run.log`` (`_read_until`, `_output`)."""
-    (workdir / "slowapp.py").write_text(textwrap.dedent(source))
+_SLOW_APP = """
+import asyncio
+from conveyor import App
+
+app = App("slow")
+
+@app.handler("jobs", shutdown_timeout=600)
+async def job(payload):
+    print("handling", payload["n"], flush=True)
+"""
+
+
+def _run_app(workdir: Path, body: str) -> tuple[str, subprocess.Popen[str]]:
+    """Publish one job to a fresh sqlite:// file, then ``conveyor run`` an app whose
+    handler (600 s of shutdown_timeout) prints ``handling 1`` and goes on with `body`;
+    its output goes to ``run.log`` (`_read_until`, `_output`)."""
+    handler = textwrap.indent(textwrap.dedent(body).strip(), "    ")
+    (workdir / "slowapp.py").write_text(_SLOW_APP + handler + "\n")
     url = f"sqlite:///{workdir / 'slow.db'}"
     assert CliRunner().invoke(main, ["publish", url, "jobs", '{"n": 1}']).exit_code == 0
     env = {**os.environ, "CONVEYOR_URL": url, "PYTHONPATH": str(workdir)}
@@ -163,20 +177,7 @@ def _read_until(workdir: Path, proc: subprocess.Popen[str], marker: str) -> None
 def test_a_second_sigint_stops_run_at_once_leaving_the_message_pending(workdir: Path) -> None:
     """The first SIGINT waits for the running handler (up to its shutdown_timeout, 600 s
     here); the second stops at once, and the unfinished message stays pending."""
-    url, proc = _run_app(
-        workdir,
-        """
-        import asyncio
-        from conveyor import App
-
-        app = App("slow")
-
-        @app.handler("jobs", shutdown_timeout=600)
-        async def job(payload):
-            print("handling", payload["n"], flush=True)
-            await asyncio.sleep(3600)
-        """,
-    )
+    url, proc = _run_app(workdir, "await asyncio.sleep(3600)")
     try:
         _read_until(workdir, proc, "handling 1")
         proc.send_signal(signal.SIGINT)
@@ -206,19 +207,11 @@ def test_a_third_sigint_exits_when_the_forced_stop_is_stuck(workdir: Path) -> No
     _, proc = _run_app(
         workdir,
         """
-        import asyncio
-        from conveyor import App
-
-        app = App("slow")
-
-        @app.handler("jobs", shutdown_timeout=600)
-        async def job(payload):
-            print("handling", payload["n"], flush=True)
-            while True:
-                try:
-                    await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    print("swallowed a cancellation", flush=True)
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("swallowed a cancellation", flush=True)
         """,
     )
     try:
