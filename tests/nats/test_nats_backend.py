@@ -65,6 +65,30 @@ async def _ensure(backend: NatsBackend, stream: str, group: str = "g", **options
 # -- capabilities and sessions ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("steps", range(4))
+async def test_a_read_cancelled_as_its_wake_up_comes_is_cancelled(
+    open_nats: OpenNats, stream: str, steps: int
+) -> None:
+    """A read waiting for messages is cancelled (a processor stopping) in the same moment
+    something wakes it. It must raise CancelledError: Python 3.11's ``asyncio.wait_for``,
+    which the wait used, returned the wake-up instead when its inner wait had finished
+    first, and the reader went on for up to a second more (a 1 s stall of every stop that
+    hit the window)."""
+    backend = await open_nats()
+    session = await _session(backend, stream)
+    reading = asyncio.ensure_future(session.read(count=10, block=5.0))
+    await asyncio.sleep(0.3)  # waiting on the empty stream, its pull request open
+    session._puller.interrupt()  # the wake-up a lost connection gives
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    if not reading.cancel():  # it had returned already: nothing to cancel
+        assert steps > 0
+        assert await reading == []
+        return
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(reading, 5)
+
+
 async def test_capabilities_declare_broker_redelivery(open_nats: OpenNats, stream: str) -> None:
     backend = await open_nats()
     assert backend.capabilities is CAPABILITIES

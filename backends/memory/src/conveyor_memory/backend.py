@@ -415,18 +415,21 @@ class MemorySession(BaseSession):
         messages = self._read_new(state, group, count)
         if messages or not block:
             return messages
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         state.waiters.append(waiter)
         self._waiter = waiter
+        # a timer, not asyncio.wait_for: on Python 3.11 wait_for returns instead of raising
+        # when it is cancelled just as the waiter is resolved (a stopping reader went on)
+        timer = loop.call_later(block, _time_up, waiter)
         try:
-            await asyncio.wait_for(waiter, block)
-        except asyncio.TimeoutError:
-            return []
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
             if waiter in state.waiters:
                 state.waiters.remove(waiter)
-        state, group = self._state()
+        state, group = self._state()  # woken by a publish, the timer or a close
         return self._read_new(state, group, count)
 
     async def ack(self, messages: Sequence[Message]) -> None:
@@ -495,3 +498,8 @@ class MemorySession(BaseSession):
 async def open_backend(url: str, options: dict[str, Any]) -> MemoryBackend:
     """Entry point for ``memory://name``."""
     return MemoryBackend(MemorySettings.from_url(url, options))
+
+
+def _time_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

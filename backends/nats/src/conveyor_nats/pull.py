@@ -41,7 +41,7 @@ class Puller:
         self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = client.new_inbox()
         self._buffer: deque[Msg] = deque()
-        self._arrived = asyncio.Event()
+        self._waiter: asyncio.Future[bool] | None = None  # a waiting fetch's wake-up
         self._sub: Subscription | None = None
         self._closed = False
         self._interrupted = False
@@ -66,7 +66,7 @@ class Puller:
         the dead inbox, or deliver a sequence twice with a reset count.)
         """
         self._closed = True
-        self._arrived.set()
+        self._wake(True)
         if self._sub is not None and not self._nc.is_closed:
             await self._sub.unsubscribe()
         self._sub = None
@@ -76,11 +76,16 @@ class Puller:
         """Make a waiting `fetch` return what it has now (the connection was lost: its
         pull request is gone with it)."""
         self._interrupted = True
-        self._arrived.set()
+        self._wake(True)
 
     async def _on_message(self, msg: Msg) -> None:
         self._buffer.append(msg)
-        self._arrived.set()
+        self._wake(True)
+
+    def _wake(self, arrived: bool) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(arrived)
 
     def _take(self, count: int) -> tuple[list[Msg], bool]:
         """Up to `count` buffered messages, and whether a request's end status was seen."""
@@ -110,16 +115,23 @@ class Puller:
         await self._nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
 
     async def _wait(self, deadline: float) -> bool:
-        """Wait for the next delivery until `deadline`; False when it passed."""
+        """Wait for the next delivery until `deadline`; False when it passed.
+
+        A plain future and a timer rather than ``asyncio.wait_for``: on Python 3.11
+        ``wait_for`` returns instead of raising when it is cancelled just as the wait it
+        runs finishes, and a stopping processor's reader then went on for a second."""
         remaining = deadline - time.monotonic()
         if remaining <= 0 or self._closed or self._interrupted:
             return False
-        self._arrived.clear()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(remaining, self._wake, False)
         try:
-            await asyncio.wait_for(self._arrived.wait(), remaining)
-        except asyncio.TimeoutError:
-            return False
-        return not (self._closed or self._interrupted)
+            arrived = await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return arrived and not (self._closed or self._interrupted)
 
     async def fetch(self, count: int, *, block: float, answer_within: float) -> list[Msg]:
         """Return up to `count` messages, waiting up to `block` seconds for the first.
