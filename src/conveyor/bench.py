@@ -23,6 +23,7 @@ from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
+from conveyor.timeouts import within
 
 __all__ = [
     "BenchResult",
@@ -140,7 +141,7 @@ async def measure_consume(
     )
     processor.set_callback(handler)
     async with processor:
-        await asyncio.wait_for(done.wait(), timeout)
+        await within(done.wait(), timeout)
     seconds = time.perf_counter() - started  # includes the final ack flush in stop()
     ok = await _verify(backend, stream, "bench", handled, n)
     name = f"conveyor c={concurrency}" + (f" io={io_seconds * 1000:g}ms" if io_seconds else "")
@@ -220,7 +221,7 @@ async def measure_latency(
             delay = next_at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-        await asyncio.wait_for(done.wait(), 60)
+        await within(done.wait(), 60)
     ok = await _verify(backend, stream, "bench", len(latencies), n)
     ordered = sorted(latencies)
     q = statistics.quantiles(ordered, n=100, method="inclusive")

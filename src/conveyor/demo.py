@@ -30,6 +30,7 @@ from conveyor.message import Message
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import StreamBackend
 from conveyor.registry import connect
+from conveyor.timeouts import within
 
 __all__ = ["POISON_ORDER", "StreamInUseError", "run_demo"]
 
@@ -234,7 +235,7 @@ async def run_demo(
                 while not finished.is_set():
                     account()
                     try:
-                        await asyncio.wait_for(finished.wait(), 0.2)
+                        await within(finished.wait(), 0.2)
                     except asyncio.TimeoutError:
                         if time.perf_counter() - started > 120:
                             break

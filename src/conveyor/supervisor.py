@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from conveyor.backoff import backoff_delay
 from conveyor.errors import ConfigurationError
+from conveyor.timeouts import within
 
 __all__ = [
     "SUPERVISOR_PID_ENV",
@@ -247,7 +248,7 @@ class Supervisor:
             delay = backoff_delay(crashes, self.policy.first_delay, self.policy.max_delay)
             log.warning("%s; restarting it in %.1f s", what, delay)
             try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                await within(self._stopping.wait(), delay)
             except asyncio.TimeoutError:
                 self.restarts += 1
                 continue

@@ -512,6 +512,7 @@ async def test_a_cancelled_stop_cancels_the_handlers_acks_what_finished_and_clos
     await memory.publish_many("orders", [{"n": 0}, {"n": 1}])
     await processor.start()
     session = processor.session
+    assert isinstance(session, MemorySession)
     await wait_until(lambda: processor.stats.handled == 1 and processor.stats.in_flight == 1)
     stopping = asyncio.ensure_future(processor.stop())
     await asyncio.sleep(0.1)
@@ -546,6 +547,7 @@ async def test_a_stop_cancelled_while_it_acks_returns_only_once_stopped(
     processor.set_callback(handle)
     await processor.start()
     session = processor.session
+    assert isinstance(session, MemorySession)
     await memory.publish("orders", {"n": 1})
     await wait_until(lambda: processor.stats.handled == 1)
     await asyncio.sleep(0.05)  # the acker is inside the slow ack

@@ -583,3 +583,23 @@ def test_packed_commands_are_what_hiredis_would_send() -> None:
     rows = [[b"f", b"v\r\n"], ["é".encode(), b"", b"b", b"x" * 70_000]]
     expected = b"".join(hiredis.pack_command((*head, *row)) for row in rows)  # type: ignore[arg-type]
     assert pack_args(head, rows) == expected
+
+
+async def test_a_publish_loop_is_cancelled_when_asked(backend: RedisBackend, stream: str) -> None:
+    """A task publishing batches in a loop (the demo, a handler that fans out) must end
+    when cancelled (a stop, a Ctrl-C). The pipelined replies were read under
+    ``asyncio.wait_for``, which on Python 3.10/3.11 returns instead of raising when the
+    cancellation comes as the replies are in: most cancellations were lost."""
+
+    async def publish_forever() -> None:
+        batch = [{"n": n} for n in range(200)]
+        while True:
+            await backend.publish_many(stream, batch)
+
+    for _ in range(10):
+        task = asyncio.ensure_future(publish_forever())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done, "the publish loop went on after being cancelled"
+        assert task.cancelled()

@@ -20,6 +20,7 @@ from conveyor.message import Message
 from conveyor.middleware import CallNext, HandlerContext, Middleware
 from conveyor.protocol import GroupInfo, StreamBackend
 from conveyor.stats import ProcessorStats
+from conveyor.timeouts import within
 
 from .exposition import Collector, MetricsServer
 
@@ -177,7 +178,7 @@ class PrometheusMiddleware(Middleware):
             if series.backend is None:
                 continue
             try:
-                series.info = await asyncio.wait_for(
+                series.info = await within(
                     series.backend.group_info(series.stream, series.group),
                     self.group_info_timeout,
                 )

@@ -22,6 +22,7 @@ from conveyor.errors import (
     DecodeError,
 )
 from conveyor.message import Message
+from conveyor.timeouts import within
 from conveyor_kafka.errors import ERRORS, MOVED
 
 __all__ = [
@@ -202,7 +203,7 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
                 return
             with ERRORS.mapping("kafka commit"):
                 try:
-                    await asyncio.wait_for(consumer.commit(offsets), timeout or self.timeout)
+                    await within(consumer.commit(offsets), timeout or self.timeout)
                 except asyncio.TimeoutError:
                     raise BrokerUnavailableError(f"{self!r}: commit timed out") from None
                 except MOVED as exc:

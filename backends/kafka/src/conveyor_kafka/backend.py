@@ -46,6 +46,7 @@ from conveyor.errors import (
 )
 from conveyor.message import Message
 from conveyor.protocol import Capabilities, ConsumerInfo, GroupInfo
+from conveyor.timeouts import within
 from conveyor_kafka._member import Member, encode_headers, parse_id, to_message
 from conveyor_kafka._producer import Producer, RecordHeaders
 from conveyor_kafka.discovery import list_groups, list_streams
@@ -135,7 +136,7 @@ class KafkaBackend(BaseBackend):
 
         try:
             with ERRORS.mapping(f"kafka leave group {group_id!r}"):
-                await asyncio.wait_for(leave(), _LEAVE_TIMEOUT)
+                await within(leave(), _LEAVE_TIMEOUT)
         except (BackendError, BackendClosedError, asyncio.TimeoutError) as exc:
             log.info("leaving group %r failed: %r", group_id, exc)
 
@@ -318,7 +319,7 @@ class KafkaBackend(BaseBackend):
             return None
         found: int | None = None
         try:
-            found = await asyncio.wait_for(self._describe(topic), _DESCRIBE_TIMEOUT)
+            found = await within(self._describe(topic), _DESCRIBE_TIMEOUT)
         except (BackendError, asyncio.TimeoutError) as exc:
             log.debug("max.message.bytes of %r unknown (%s)", topic, exc)
         self._max_bytes[topic] = found

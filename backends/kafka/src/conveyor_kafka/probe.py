@@ -20,6 +20,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.conn import collect_hosts, create_conn
 
 from conveyor.errors import BrokerUnavailableError
+from conveyor.timeouts import within
 from conveyor_kafka.settings import KafkaSettings
 
 __all__ = ["answering_servers"]
@@ -55,7 +56,7 @@ async def _probe(settings: KafkaSettings, server: str) -> str | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:  # the TCP connection alone first, to tell a silent service from no service
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _, writer = await within(asyncio.open_connection(host, port), timeout)
     except asyncio.TimeoutError:
         return f"{server} did not accept a connection within {timeout:g} s (connect_timeout_ms)"
     except OSError as exc:
@@ -66,7 +67,7 @@ async def _probe(settings: KafkaSettings, server: str) -> str | None:
     kwargs = settings.client_kwargs()
     tls = settings.security_protocol in ("SSL", "SASL_SSL")
     try:  # ApiVersions needs no authentication, so SASL is left to the real clients
-        conn = await asyncio.wait_for(
+        conn = await within(
             create_conn(
                 host,
                 port,

@@ -41,6 +41,7 @@ from conveyor.errors import BrokerUnavailableError, ConfigConflictError, Configu
 from conveyor.headers import check_headers, check_headers_list
 from conveyor.message import Message
 from conveyor.protocol import Capabilities, GroupInfo
+from conveyor.timeouts import within
 from conveyor.typed import Payload, to_payload
 from conveyor_nats.config import consumer_conflicts, stream_config, stream_conflicts
 from conveyor_nats.discovery import list_groups, list_streams
@@ -116,7 +117,7 @@ class NatsBackend(BaseBackend):
         backend = cls(settings, client)
         budget = settings.connect_timeout * len(settings.servers) + settings.reconnect_wait + 1
         try:
-            await asyncio.wait_for(
+            await within(
                 client.connect(
                     servers=list(settings.servers),
                     name=settings.name,
@@ -134,7 +135,7 @@ class NatsBackend(BaseBackend):
                     reconnected_cb=backend._on_reconnect,
                     closed_cb=backend._on_close,
                 ),
-                timeout=budget,
+                budget,
             )
         except asyncio.CancelledError:  # a stop while connecting: no client left behind
             backend._closed = True

@@ -31,6 +31,7 @@ from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.gate import Gate
+from conveyor.timeouts import within
 from conveyor_redis.errors import (
     ERRORS,
     HandshakeTimeoutError,
@@ -181,20 +182,24 @@ class Pool:
 
 async def _exchange(connection: AbstractConnection, packed: bytes, count: int) -> list[Any]:
     """Write `packed`, then read `count` replies (error replies as exceptions), all
-    within the connection's socket timeout."""
-    await connection.send_packed_command(packed)
+    within the connection's socket timeout.
 
-    async def read() -> list[Any]:
+    Both run under `within`, not under redis-py's own ``asyncio.wait_for`` (its write
+    uses one) alone: on Python 3.10/3.11 that returns instead of raising when the caller
+    is cancelled as the write completes, and a cancelled publish loop went on."""
+
+    async def exchange() -> list[Any]:
+        await connection.send_packed_command(packed)
         replies: list[Any] = []
         for _ in range(count):
-            try:  # math.inf: no timer per reply (redis-py 8); the wait_for bounds them all
+            try:  # math.inf: no timer per reply (redis-py 8); `within` bounds them all
                 replies.append(await connection.read_response(timeout=math.inf))
             except ResponseError as exc:  # read_response raises error replies
                 replies.append(exc)
         return replies
 
     try:
-        return await asyncio.wait_for(read(), connection.socket_timeout)
+        return await within(exchange(), connection.socket_timeout)
     except asyncio.TimeoutError:  # read_response disconnected when it was cancelled
         raise RedisTimeoutError("Timeout reading pipelined replies") from None
 
@@ -227,7 +232,7 @@ async def _bounded_handshake(
     connection: AbstractConnection, what: str, timeout_error: type[RedisError]
 ) -> None:
     try:
-        await asyncio.wait_for(connection.on_connect(), connection.socket_connect_timeout)
+        await within(connection.on_connect(), connection.socket_connect_timeout)
     except (asyncio.TimeoutError, RedisTimeoutError) as exc:
         # redis-py's own TimeoutError: its socket_timeout was the shorter of the two
         option = (
