@@ -352,6 +352,14 @@ IMPORT_MISTAKES: dict[str, tuple[str, str]] = {
         """,
         "importing {m} raised RuntimeError: boom at import (at {file}:4)",
     ),
+    "missing_dependency": (
+        """
+        import json
+        import nonexistent_dependency_xyz
+        """,
+        "importing {m} raised ModuleNotFoundError: No module named"
+        " 'nonexistent_dependency_xyz' (at {file}:3)",
+    ),
     "deep_in_a_library": (
         """
         import json
@@ -536,3 +544,21 @@ def test_an_empty_consumer_name_is_refused(workdir: Path) -> None:
     )
     assert result.exit_code == 2
     assert result.output == "error: consumer name must be a non-empty str, got ''\n"
+
+
+@pytest.mark.parametrize("extra", [[], ["--workers", "2"]])
+def test_run_refuses_an_unknown_scheme_before_starting_anything(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    """A typo'd scheme is one error line: no "running ... on redsi://" first, and no
+    workers started under --workers to fail one by one."""
+    (tmp_path / "billing.py").write_text(
+        'import conveyor\napp = conveyor.App("b")\n\n@app.handler("o")\nasync def h(p): ...\n'
+    )
+    done = _conveyor(["run", "billing:app", "--url", "redsi://x", *extra], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: UnknownSchemeError: no conveyor backend handles redsi:// URLs; installed"
+        " schemes: " + done.stderr.split("installed schemes: ")[1].strip()
+    ]
+    assert "sqlite://" in done.stderr

@@ -48,6 +48,12 @@ def _import(module_name: str) -> ModuleType:
         return importlib.import_module(module_name)
     except ImportError as exc:
         log.debug("importing %s failed", module_name, exc_info=True)
+        missing = exc.name or ""
+        if missing and missing != module_name and not module_name.startswith(f"{missing}."):
+            raise AppLoadError(  # the module imports something that is not there
+                f"importing {module_name} raised {type(exc).__name__}: {_one_line(str(exc))}"
+                f" (at {_where(module_name, exc.__traceback__)})"
+            ) from None
         raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from None
     except SyntaxError as exc:
         where = f" ({exc.filename}, line {exc.lineno})" if exc.filename else ""

@@ -18,6 +18,7 @@ import click
 from conveyor.base import check_name
 from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.options import redact_url
+from conveyor.registry import check_scheme
 
 __all__ = [
     "DEFAULT_URL",
@@ -72,14 +73,19 @@ def fail(message: str) -> NoReturn:
 
 
 def check_url(url: str) -> str:
-    """`url` if it has a scheme and parses (IPv6 brackets); else fail. Hosts and ports
-    are the backend's to check (several ``host:port`` may be given, comma-separated)."""
+    """`url` if it has a scheme a backend handles and parses (IPv6 brackets); else fail,
+    before anything is started or logged. Hosts and ports are the backend's to check
+    (several ``host:port`` may be given, comma-separated)."""
     if "://" not in url:
         fail(f"not a backend URL: {redact_url(url)!r} (expected scheme://..., e.g. {DEFAULT_URL})")
     try:
         urlsplit(url)
     except ValueError as exc:
         fail(f"cannot parse the URL {redact_url(url)!r}: {exc}")
+    try:
+        check_scheme(url)
+    except ConveyorError as exc:
+        fail(f"{type(exc).__name__}: {exc}")
     return url
 
 
