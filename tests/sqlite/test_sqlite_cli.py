@@ -230,3 +230,22 @@ def test_a_third_sigint_exits_when_the_forced_stop_is_stuck(workdir: Path) -> No
     out = _output(workdir)
     assert proc.returncode == 128 + signal.SIGINT, out
     assert "SIGINT a third time: exiting without closing anything" in out
+
+
+def test_dlq_list_says_why_a_list_may_be_empty(workdir: Path) -> None:
+    """An empty list of a stream that holds nothing either (a typo?), or of a dead-letter
+    stream given as STREAM (it reads '<stream>.dead.dead'), comes with a hint."""
+    url = "sqlite:///hints.db"
+    assert CliRunner().invoke(main, ["publish", url, "orders", '{"n": 1}']).exit_code == 0
+    typo = CliRunner().invoke(main, ["dlq", "list", url, "ordres"])
+    assert typo.exit_code == 0
+    assert typo.stderr.strip() == (
+        "conveyor: stream 'ordres' holds no messages either: is its name right?"
+    )
+    dead = CliRunner().invoke(main, ["dlq", "list", url, "orders.dead"])
+    assert dead.exit_code == 0
+    assert "orders.dead.dead (0)" in dead.stdout
+    assert "STREAM is the stream whose dead letters to list (here 'orders')" in dead.stderr
+    fine = CliRunner().invoke(main, ["dlq", "list", url, "orders"])
+    assert fine.exit_code == 0
+    assert fine.stderr == ""  # no dead letters yet, and nothing to hint at

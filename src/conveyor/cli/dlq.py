@@ -125,6 +125,19 @@ def _connect(url: str) -> Opening[StreamBackend]:
     return connect(read_only(url))
 
 
+async def _why_empty(backend: StreamBackend, stream: str, where: str) -> str:
+    """A hint when `stream` has no dead letters at all: a dead-letter stream given as
+    STREAM, or a stream that holds nothing either (a typo?); else ""."""
+    if stream.endswith(".dead") and where == f"{stream}.dead":
+        return (
+            f"{stream!r} looks like a dead-letter stream itself: STREAM is the stream whose"
+            f" dead letters to list (here {stream.removesuffix('.dead')!r})"
+        )
+    if not await backend.peek(stream, count=1):
+        return f"stream {stream!r} holds no messages either: is its name right?"
+    return ""
+
+
 def _box(backend: Any, stream: str, dead_letter_stream: str | None) -> DeadLetters:
     return DeadLetters(backend, stream, dead_letter_stream=dead_letter_stream)
 
@@ -161,7 +174,7 @@ def list_(
     if rest:
         fail(f"unexpected argument(s) {' '.join(rest)}: dlq list takes [URL] STREAM")
 
-    async def go() -> tuple[str, list[DeadLetter]]:
+    async def go() -> tuple[str, list[DeadLetter], str]:
         async with _connect(url) as backend:
             box = _box(backend, stream, dead_letter_stream)
             letters = await box.list(
@@ -171,9 +184,15 @@ def list_(
                 older_than=older_than,
                 newer_than=newer_than,
             )
-            return box.dead_letter_stream, letters
+            hint = ""
+            everything = after is None and error_type is None and older_than is None
+            if not letters and everything and newer_than is None:
+                hint = await _why_empty(backend, stream, box.dead_letter_stream)
+            return box.dead_letter_stream, letters, hint
 
-    where, letters = run_async(go())
+    where, letters, hint = run_async(go())
+    if hint:
+        click.echo(f"conveyor: {hint}", err=True)
     next_after = letters[-1].id if len(letters) == limit else None
     if as_json:
         click.echo(
