@@ -14,6 +14,7 @@ import pytest_asyncio
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+import conveyor
 import nats
 from conveyor.errors import (
     BackendClosedError,
@@ -27,6 +28,7 @@ from conveyor.message import Message
 from conveyor.processor import StreamProcessor
 from conveyor.protocol import Capabilities
 from conveyor.testing.conformance import read_until
+from conveyor.testing.processes import SilentServer, free_port
 from conveyor.testing.servers import port_open
 from conveyor_nats import CAPABILITIES, NatsBackend, NatsSession, open_backend
 
@@ -622,3 +624,19 @@ async def test_processor_recreates_a_deleted_stream_and_goes_on(
         await backend.publish(stream, {"n": 2})
         await asyncio.wait_for(arrived.wait(), 15)
     assert seen == [1, 2]
+
+
+async def test_a_failed_first_connect_says_why() -> None:
+    """No server at the port, or one that never greets (another service): the error
+    says that no server answered within the budget, and what the attempts met."""
+    quick = "connect_timeout=0.5&reconnect_wait=0.2"
+    refused = free_port()
+    with pytest.raises(BrokerUnavailableError) as info:
+        await conveyor.connect(f"nats://127.0.0.1:{refused}?{quick}")
+    assert f"cannot connect to NATS at nats://127.0.0.1:{refused}: no server answered" in str(
+        info.value
+    )
+    assert "ConnectionRefusedError" in str(info.value)
+    with SilentServer() as silent, pytest.raises(BrokerUnavailableError) as info:
+        await conveyor.connect(f"nats://127.0.0.1:{silent.port}?{quick}")
+    assert "no NATS greeting within connect_timeout=0.5 s" in str(info.value)

@@ -147,10 +147,12 @@ class NatsBackend(BaseBackend):
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
                 await client.close()
             seen = "; ".join(backend._errors)
-            last = f" (errors: {seen})" if seen else ""
+            if isinstance(exc, asyncio.TimeoutError):  # the budget: nats-py retries until it
+                why = f"no server answered within {budget:g} s" + (f" ({seen})" if seen else "")
+            else:
+                why = f"{type(exc).__name__}: {exc}" + (f" (errors: {seen})" if seen else "")
             raise BrokerUnavailableError(
-                f"cannot connect to NATS at {settings.redacted_servers()}:"
-                f" {type(exc).__name__}{last}"
+                f"cannot connect to NATS at {settings.redacted_servers()}: {why}"
             ) from None
         backend._errors.clear()
         return backend
@@ -160,7 +162,10 @@ class NatsBackend(BaseBackend):
 
     async def _on_error(self, exc: Exception) -> None:
         # Every failed (re)connect attempt reports here: warn once per kind of error.
-        text = f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, asyncio.TimeoutError):  # a port that accepts and never greets
+            wait = self.settings.connect_timeout
+            text += f" (no NATS greeting within connect_timeout={wait:g} s)"
         repeated = text in self._errors
         self._errors[text] = None  # insertion-ordered set, reset once connected
         level = logging.DEBUG if self._closed or repeated else logging.WARNING
