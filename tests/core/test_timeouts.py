@@ -9,6 +9,15 @@ import pytest
 from conveyor.timeouts import within
 
 
+async def _slow(ended: list[str]) -> None:
+    """Sleeps 10 s; notes its cancellation in `ended`."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        ended.append("cancelled")
+        raise
+
+
 async def test_returns_the_result_within_the_time() -> None:
     async def answer() -> int:
         await asyncio.sleep(0.01)
@@ -21,15 +30,8 @@ async def test_returns_the_result_within_the_time() -> None:
 async def test_past_the_time_the_awaited_is_cancelled_and_timeout_raised() -> None:
     ended: list[str] = []
 
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            ended.append("cancelled")
-            raise
-
     with pytest.raises(asyncio.TimeoutError):
-        await within(slow(), 0.05)
+        await within(_slow(ended), 0.05)
     assert ended == ["cancelled"]  # ended before within() raised
 
 
@@ -64,14 +66,7 @@ async def test_a_cancellation_as_the_awaited_finishes_is_never_lost(steps: int) 
 async def test_a_cancelled_caller_cancels_the_awaited() -> None:
     ended: list[str] = []
 
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            ended.append("cancelled")
-            raise
-
-    task = asyncio.ensure_future(within(slow(), 5.0))
+    task = asyncio.ensure_future(within(_slow(ended), 5.0))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
