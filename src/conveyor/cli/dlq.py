@@ -185,8 +185,8 @@ def list_(
                 newer_than=newer_than,
             )
             hint = ""
-            everything = after is None and error_type is None and older_than is None
-            if not letters and everything and newer_than is None:
+            filtered = (after, error_type, older_than, newer_than) != (None,) * 4
+            if not letters and not filtered:
                 hint = await _why_empty(backend, stream, box.dead_letter_stream)
             return box.dead_letter_stream, letters, hint
 
