@@ -14,6 +14,7 @@ import logging
 from conveyor.errors import BackendClosedError, BackendError
 from conveyor.message import Message
 from conveyor.stats import ProcessorStats
+from conveyor.timeouts import within
 
 from .calls import FAILED_CALL, BrokerCalls
 from .ledger import Ledger
@@ -113,13 +114,10 @@ class Acker:
         if timeout <= 0:  # the budget went to the ack in flight
             self._left_pending()
             return
-        flush = asyncio.ensure_future(self._flush_until_done())
-        done, _ = await asyncio.wait({flush}, timeout=timeout)
-        if not done:
-            flush.cancel()
-            await asyncio.wait({flush})
-        elif not flush.cancelled():
-            flush.exception()  # retrieved: a closed backend leaves the rest pending
+        try:
+            await within(self._flush_until_done(), timeout)
+        except Exception:  # noqa: BLE001 - timed out, or a closed backend: the rest stays pending
+            pass
         self._left_pending()
 
     def _left_pending(self) -> None:
